@@ -1,0 +1,15 @@
+"""`minirun delete`: remove a stopped container (or, with --force, kill it first)."""
+
+from __future__ import annotations
+
+from minirun import container
+from minirun.state import validate_id
+
+TYPE_CHECKING = False  # importing typing costs start-up time; only the type checker needs it
+if TYPE_CHECKING:
+    from minirun.cli.main import Globals
+
+
+def execute(g: Globals, *, force: bool, container_id: str) -> int:
+    container.delete(g.store, validate_id(container_id), force)
+    return 0

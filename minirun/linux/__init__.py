@@ -1,0 +1,1 @@
+"""Linux kernel features used to build a container, one module per concern."""

@@ -1,0 +1,160 @@
+"""Shared fixtures. Integration tests drive the real `.venv/bin/minirun` against the real kernel."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MINIRUN = REPO / ".venv" / "bin" / "minirun"
+ROOTFS = REPO / "rootfs" / "busybox"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.nodeid.split(os.sep) or "/integration/" in item.nodeid:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _integration_prerequisites(request: pytest.FixtureRequest) -> None:
+    wants_integration = any("integration" in item.nodeid for item in request.session.items)
+    if wants_integration and os.geteuid() != 0:
+        pytest.exit("integration tests need root", returncode=3)
+    if wants_integration and not (ROOTFS / "usr" / "bin" / "probe").exists():
+        pytest.exit("rootfs/busybox is missing: run `make rootfs`", returncode=3)
+
+
+def base_config() -> dict[str, Any]:
+    """`minirun spec`'s default, pointed at the busybox rootfs, running the probe."""
+    from minirun.spec.default import default_spec
+
+    config = default_spec()
+    config["root"]["path"] = str(ROOTFS)
+    config["process"]["args"] = ["/usr/bin/probe", "facts"]
+    return config
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class Runtime:
+    """A minirun with a private state root; everything it made is deleted at teardown."""
+
+    root: Path
+    bundles: Path
+    config: dict[str, Any] = field(default_factory=base_config)
+    _count: int = 0
+
+    def cmd(self, *args: str, input: str | None = None, timeout: float = 30,
+            pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None,
+            global_args: tuple[str, ...] = ()) -> Result:
+        proc = subprocess.run(
+            [str(MINIRUN), "--root", str(self.root), *global_args, *args], input=input,
+            capture_output=True, text=True, timeout=timeout, pass_fds=pass_fds, env=env,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def bundle(self, config: dict[str, Any] | None = None, raw: str | None = None) -> Path:
+        """A new bundle directory holding `config` (default: this runtime's config) or raw text."""
+        self._count += 1
+        path = self.bundles / f"bundle{self._count}"
+        path.mkdir()
+        text = raw if raw is not None else json.dumps(config if config is not None else self.config)
+        (path / "config.json").write_text(text)
+        return path
+
+    def run(self, config: dict[str, Any] | None = None, *extra: str, cid: str | None = None,
+            timeout: float = 30) -> Result:
+        """Foreground `run` of a bundle made from `config`."""
+        self._count += 1
+        bundle = self.bundle(config)
+        return self.cmd("run", "--bundle", str(bundle), *extra, cid or f"minirun-test-{self._count}",
+                        timeout=timeout)
+
+    def probe(self, *args: str, config: dict[str, Any] | None = None) -> Any:
+        """Run the probe with `args` in a container made from `config`; its JSON answer."""
+        cfg = copy.deepcopy(config if config is not None else self.config)
+        cfg["process"]["args"] = ["/usr/bin/probe", *args]
+        result = self.run(cfg)
+        assert result.returncode == 0, result.stderr
+        return result.json()
+
+    def sh(self, script: str, config: dict[str, Any] | None = None) -> Result:
+        cfg = copy.deepcopy(config if config is not None else self.config)
+        cfg["process"]["args"] = ["/bin/sh", "-c", script]
+        return self.run(cfg)
+
+    def state(self, cid: str) -> dict[str, Any]:
+        result = self.cmd("state", cid)
+        assert result.returncode == 0, result.stderr
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+    def cleanup(self) -> None:
+        if self.root.is_dir():
+            for cid in os.listdir(self.root):
+                self.cmd("delete", "--force", cid)
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.bundles, ignore_errors=True)
+
+
+@pytest.fixture
+def runtime() -> Iterator[Runtime]:
+    rt = Runtime(root=Path(tempfile.mkdtemp(prefix="minirun-test-state-")),
+                 bundles=Path(tempfile.mkdtemp(prefix="minirun-test-bundles-")))
+    try:
+        yield rt
+    finally:
+        rt.cleanup()
+
+
+def mountinfo_lines() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return f.read().splitlines()
+
+
+def rootfs_processes() -> list[int]:
+    """Pids of processes whose root directory is the busybox rootfs: container processes."""
+    want = os.stat(ROOTFS)
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                st = os.stat(f"/proc/{entry}/root")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+                pids.append(int(entry))
+    return pids
+
+
+@pytest.fixture
+def host_unchanged(runtime: Runtime) -> Iterator[None]:
+    """Asserts that the test left no mount, state directory or container process on the host.
+
+    Request it before `runtime`-using steps; it checks right after the test body, before teardown.
+    """
+    before = mountinfo_lines()
+    yield
+    assert mountinfo_lines() == before
+    assert not runtime.root.exists() or not any(runtime.root.iterdir()), list(runtime.root.iterdir())
+    assert rootfs_processes() == []
