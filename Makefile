@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # busybox-static: the test rootfs; libcap-dev: python-prctl; libc6-dev: static probe and trampoline;
-# runc: the reference the benchmark compares against; libseccomp-dev: the seccomp work.
-SYSTEM_PACKAGES := busybox-static libcap-dev libc6-dev gcc make iproute2 runc libseccomp-dev
+# runc: the reference the benchmark compares against; libseccomp-dev: the seccomp work;
+# tests/vm/packages.txt: qemu and a Debian kernel for the cgroup v2 VM (see tests/vm/README.md).
+VM_PACKAGES := $(shell grep -v '^\s*\(\#\|$$\)' tests/vm/packages.txt)
+SYSTEM_PACKAGES := $(sort busybox-static libcap-dev libc6-dev gcc make iproute2 runc libseccomp-dev $(VM_PACKAGES))
 SHARED := ../shared
 
 .PHONY: deps install rootfs run test unit integration lint bench clean
@@ -17,7 +19,7 @@ deps:
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 # compileall runs every time (it only rewrites what changed): with PYTHONDONTWRITEBYTECODE set, as on

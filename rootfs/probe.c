@@ -36,6 +36,7 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <sys/utsname.h>
 #include <signal.h>
 
@@ -932,6 +933,114 @@ static int cmd_hold(const char *ssec)
     return 0;
 }
 
+/* Allocate and touch MB mebibytes, one at a time: under a memory limit the
+ * OOM killer ends it (SIGKILL, so the caller sees 137), else it reports. */
+static int cmd_hog(const char *smb)
+{
+    char *end;
+    long mb = strtol(smb, &end, 10);
+    long i;
+
+    if (end == smb || *end != '\0' || mb < 0)
+        return -1;
+    for (i = 0; i < mb; i++) {
+        char *chunk = malloc(1 << 20);
+        if (chunk == NULL)
+            break;
+        memset(chunk, 0x5a, 1 << 20);   /* touched, so really charged */
+    }
+    j_obj();
+    kv_bool("ok", i == mb);
+    kv_int("mb", i);
+    j_end_obj();
+    return j_finish();
+}
+
+/* Fork up to N children that sleep, until fork fails (pids.max reached):
+ * reports how many it got and fork's errno, then kills and reaps them. */
+static int cmd_forkbomb(const char *sn)
+{
+    char *end;
+    long n = strtol(sn, &end, 10);
+    long got = 0;
+    int err = 0;
+    pid_t *kids;
+
+    if (end == sn || *end != '\0' || n < 0)
+        return -1;
+    kids = calloc((size_t)n + 1, sizeof(pid_t));
+    if (kids == NULL)
+        return 1;
+    for (got = 0; got < n; got++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            err = errno;
+            break;
+        }
+        if (pid == 0) {
+            pause();
+            _exit(0);
+        }
+        kids[got] = pid;
+    }
+    for (long i = 0; i < got; i++)
+        kill(kids[i], SIGKILL);
+    for (long i = 0; i < got; i++)
+        waitpid(kids[i], NULL, 0);
+    j_obj();
+    kv_int("forked", got);
+    j_key("errno");
+    if (err)
+        j_str(strerrorname_np(err) ? strerrorname_np(err) : "?");
+    else
+        j_null();
+    j_end_obj();
+    return j_finish();
+}
+
+/* The CPUs this process may run on (sched_getaffinity), as a list. */
+static int cmd_affinity(void)
+{
+    cpu_set_t set;
+
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+        return print_rc(-1);
+    j_obj();
+    j_key("cpus");
+    j_arr();
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &set))
+            j_int(c);
+    j_end_arr();
+    j_end_obj();
+    return j_finish();
+}
+
+/* Burn CPU for SECONDS of wall time; reports the CPU time it got, in ms. */
+static int cmd_spin(const char *ssec)
+{
+    char *end;
+    double sec = strtod(ssec, &end);
+    struct timespec start, now, cpu;
+    volatile unsigned long x = 0;
+
+    if (end == ssec || *end != '\0' || sec < 0)
+        return -1;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do {
+        for (int i = 0; i < 100000; i++)
+            x++;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) / 1e9 < sec);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+    j_obj();
+    kv_bool("ok", 1);
+    kv_int("cpu_ms", (long long)cpu.tv_sec * 1000 + cpu.tv_nsec / 1000000);
+    j_end_obj();
+    return j_finish();
+}
+
 /* ------------------------------------------------------------------------ */
 
 static void usage(void)
@@ -947,7 +1056,11 @@ static void usage(void)
           "       probe kill PID SIG\n"
           "       probe syscall-errno getpid|mkdir|chmod|unshare-user\n"
           "       probe exec PATH [ARGS...]\n"
-          "       probe hold SECONDS\n",
+          "       probe hold SECONDS\n"
+          "       probe hog MEBIBYTES\n"
+          "       probe forkbomb MAX\n"
+          "       probe affinity\n"
+          "       probe spin SECONDS\n",
           stderr);
 }
 
@@ -981,6 +1094,14 @@ int main(int argc, char **argv)
         rc = cmd_exec(argv + 2);
     else if (strcmp(cmd, "hold") == 0 && nargs == 1)
         rc = cmd_hold(argv[2]);
+    else if (strcmp(cmd, "hog") == 0 && nargs == 1)
+        rc = cmd_hog(argv[2]);
+    else if (strcmp(cmd, "forkbomb") == 0 && nargs == 1)
+        rc = cmd_forkbomb(argv[2]);
+    else if (strcmp(cmd, "affinity") == 0 && nargs == 0)
+        rc = cmd_affinity();
+    else if (strcmp(cmd, "spin") == 0 && nargs == 1)
+        rc = cmd_spin(argv[2]);
 
     if (rc < 0) {
         usage();

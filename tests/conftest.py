@@ -8,7 +8,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,31 @@ class Runtime:
         assert result.returncode == 0, result.stderr
         return result.json()
 
+    def detached(self, *args: str, global_args: tuple[str, ...] = ()) -> Result:
+        """A minirun command that may leave a container behind (create, run -d): its stdio goes to files,
+        not pipes, which the container would hold open until it exits."""
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.run([str(MINIRUN), "--root", str(self.root), *global_args, *args],
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=60)
+            out.seek(0)
+            err.seek(0)
+            return Result(proc.returncode, out.read(), err.read())
+
+    def shell_config(self, script: str, outdir: Path | None = None) -> dict[str, Any]:
+        """This runtime's config running `sh -c script`; `outdir` bind-mounted read-write at /mnt."""
+        config = copy.deepcopy(self.config)
+        config["process"]["args"] = ["/bin/sh", "-c", script]
+        if outdir is not None:
+            config["mounts"].append({"destination": "/mnt", "type": "bind", "source": str(outdir),
+                                     "options": ["rbind", "rw"]})
+        return config
+
+    def status(self, cid: str) -> str:
+        return str(self.state(cid)["status"])
+
+    def wait_status(self, cid: str, want: str) -> None:
+        poll(lambda: self.status(cid) == want, f"container {cid} to be {want}")
+
     def sh(self, script: str, config: dict[str, Any] | None = None) -> Result:
         cfg = copy.deepcopy(config if config is not None else self.config)
         cfg["process"]["args"] = ["/bin/sh", "-c", script]
@@ -115,6 +141,24 @@ class Runtime:
                 self.cmd("delete", "--force", cid)
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.bundles, ignore_errors=True)
+
+
+def poll(condition: Callable[[], bool], what: str, tries: int = 1500, interval: float = 0.01) -> None:
+    """Wait (at most tries * interval seconds) for `condition`; fail naming `what`."""
+    for _ in range(tries):
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"gave up waiting for: {what}")
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
 
 
 @pytest.fixture

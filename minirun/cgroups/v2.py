@@ -194,10 +194,11 @@ class V2Manager(Manager):
         if limit is not None and limit > 0 and m.check_before_update:
             # v2 accepts a memory.max below the current usage and reclaims (or OOM-kills) to get under
             # it; checkBeforeUpdate asks to refuse that instead.
-            current = _int(self._file("memory.current"))
+            usage_file = self._file("memory.current")
+            current = _int(usage_file)
             if current > limit:
-                raise ConfigError(r.field("memory", "limit"), f"{limit} is below the current memory usage "
-                                  f"{current} (memory.checkBeforeUpdate is set)")
+                raise ConfigError(r.field("memory", "limit"), f"{limit} is below the current usage {current} "
+                                  f"in {usage_file}; memory.max left unchanged (checkBeforeUpdate is set)")
         swap_file = self._file("memory.swap.max")
         swap_value: str | None = None
         if m.swap:

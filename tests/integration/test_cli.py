@@ -7,16 +7,13 @@ import json
 import os
 import re
 import subprocess
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from minirun import __version__
-from tests.conftest import MINIRUN, ROOTFS, Result, Runtime
+from tests.conftest import MINIRUN, ROOTFS, Runtime, alive, poll
 
 VERBS = ["create", "delete", "kill", "list", "run", "spec", "start", "state"]
 CREATE_FLAGS = ["--bundle", "--pid-file", "--console-socket", "--no-pivot", "--no-new-keyring",
@@ -38,14 +35,6 @@ TRAPPING = ("trap 'echo TERM >> /mnt/signals' TERM; trap 'echo USR1 >> /mnt/sign
             "while :; do sleep 0.05; done")
 
 
-def detached(rt: Runtime, *args: str) -> Result:
-    """A minirun command that may leave a container behind; its stdio goes to files, not pipes."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.run([str(MINIRUN), "--root", str(rt.root), *args],
-                              stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=60)
-        out.seek(0)
-        err.seek(0)
-        return Result(proc.returncode, out.read(), err.read())
 
 
 def shell_config(rt: Runtime, script: str, outdir: Path) -> dict[str, Any]:
@@ -56,20 +45,8 @@ def shell_config(rt: Runtime, script: str, outdir: Path) -> dict[str, Any]:
     return config
 
 
-def poll(condition: Callable[[], bool], what: str, tries: int = 1500, interval: float = 0.01) -> None:
-    for _ in range(tries):
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"gave up waiting for: {what}")
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def one_line(text: str) -> str:
@@ -81,7 +58,7 @@ def one_line(text: str) -> str:
 def start_detached(rt: Runtime, script: str, outdir: Path, cid: str) -> int:
     """`run -d` of `script`; the init's pid once the script has written /mnt/ready."""
     bundle = rt.bundle(shell_config(rt, script, outdir))
-    result = detached(rt, "run", "-d", "--bundle", str(bundle), cid)
+    result = rt.detached("run", "-d", "--bundle", str(bundle), cid)
     assert result.returncode == 0, result.stderr
     poll(lambda: (outdir / "ready").exists(), f"container {cid} to be ready")
     pid: int = rt.state(cid)["pid"]
@@ -156,7 +133,7 @@ def test_list_shows_containers_as_table_json_and_ids(
 
     bundle = runtime.bundle(shell_config(runtime, "while :; do sleep 0.05; done", tmp_path))
     for cid in ("list-a", "list-b"):
-        assert detached(runtime, "create", "--bundle", str(bundle), cid).returncode == 0
+        assert runtime.detached("create", "--bundle", str(bundle), cid).returncode == 0
     assert runtime.cmd("start", "list-b").returncode == 0
     states = {cid: runtime.state(cid) for cid in ("list-a", "list-b")}
 

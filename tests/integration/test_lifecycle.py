@@ -12,14 +12,12 @@ import json
 import os
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import MINIRUN, ROOTFS, Result, Runtime
+from tests.conftest import MINIRUN, ROOTFS, Runtime, alive, poll
 
 ANNOTATIONS = {"org.example.purpose": "lifecycle-test", "org.example.n": "1"}
 
@@ -29,14 +27,6 @@ WAIT_FOR_GO = "echo ran > /mnt/ran; while [ ! -e /mnt/go ]; do sleep 0.05; done;
 FOREVER = "echo ran > /mnt/ran; while :; do sleep 0.05; done"
 
 
-def detached(rt: Runtime, *args: str, global_args: tuple[str, ...] = ()) -> Result:
-    """A minirun command that may leave a container behind; its stdio goes to files, not pipes."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.run([str(MINIRUN), "--root", str(rt.root), *global_args, *args],
-                              stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=60)
-        out.seek(0)
-        err.seek(0)
-        return Result(proc.returncode, out.read(), err.read())
 
 
 def shell_config(rt: Runtime, script: str, outdir: Path) -> dict[str, Any]:
@@ -49,30 +39,12 @@ def shell_config(rt: Runtime, script: str, outdir: Path) -> dict[str, Any]:
     return config
 
 
-def poll(condition: Callable[[], bool], what: str, tries: int = 1500, interval: float = 0.01) -> None:
-    for _ in range(tries):
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"gave up waiting for: {what}")
 
 
-def status_of(rt: Runtime, cid: str) -> str:
-    status: str = rt.state(cid)["status"]
-    return status
 
 
-def wait_status(rt: Runtime, cid: str, want: str) -> None:
-    poll(lambda: status_of(rt, cid) == want, f"container {cid} to be {want}")
 
 
-def alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def in_rootfs(pid: int) -> bool:
@@ -94,7 +66,7 @@ def listed_ids(rt: Runtime) -> list[str]:
 
 def create(rt: Runtime, config: dict[str, Any], cid: str, *extra: str) -> Path:
     bundle = rt.bundle(config)
-    result = detached(rt, "create", "--bundle", str(bundle), *extra, cid)
+    result = rt.detached("create", "--bundle", str(bundle), *extra, cid)
     assert result.returncode == 0, result.stderr
     return bundle
 
@@ -125,7 +97,7 @@ def test_create_start_stop_delete_follow_the_oci_lifecycle(
     poll(lambda: (tmp_path / "ran").exists(), "the program to write /mnt/ran")
 
     (tmp_path / "go").touch()
-    wait_status(runtime, "life", "stopped")
+    runtime.wait_status("life", "stopped")
     assert (tmp_path / "bye").read_text() == "bye\n"
     assert not alive(pid)
 
@@ -140,7 +112,7 @@ def test_create_start_stop_delete_follow_the_oci_lifecycle(
 def test_run_detached_returns_with_the_container_running(
         runtime: Runtime, host_unchanged: None, tmp_path: Path) -> None:
     bundle = runtime.bundle(shell_config(runtime, WAIT_FOR_GO, tmp_path))
-    result = detached(runtime, "run", "-d", "--bundle", str(bundle), "bg")
+    result = runtime.detached("run", "-d", "--bundle", str(bundle), "bg")
     assert result.returncode == 0, result.stderr
     state = runtime.state("bg")
     assert state["status"] == "running"
@@ -148,7 +120,7 @@ def test_run_detached_returns_with_the_container_running(
     poll(lambda: (tmp_path / "ran").exists(), "the detached container to run its program")
 
     (tmp_path / "go").touch()
-    wait_status(runtime, "bg", "stopped")
+    runtime.wait_status("bg", "stopped")
     assert runtime.cmd("delete", "bg").returncode == 0
     assert listed_ids(runtime) == []
 
@@ -160,7 +132,7 @@ def test_pid_file_holds_the_init_pid(
     outdir.mkdir()
     pid_file = tmp_path / "init.pid"
     bundle = runtime.bundle(shell_config(runtime, FOREVER, outdir))
-    result = detached(runtime, *verb, "--bundle", str(bundle), "--pid-file", str(pid_file), "pidf")
+    result = runtime.detached(*verb, "--bundle", str(bundle), "--pid-file", str(pid_file), "pidf")
     assert result.returncode == 0, result.stderr
 
     pid = int(pid_file.read_text())
@@ -173,7 +145,7 @@ def test_pid_file_holds_the_init_pid(
 def test_delete_force_kills_a_running_container(
         runtime: Runtime, host_unchanged: None, tmp_path: Path) -> None:
     bundle = runtime.bundle(shell_config(runtime, FOREVER, tmp_path))
-    assert detached(runtime, "run", "-d", "--bundle", str(bundle), "doomed").returncode == 0
+    assert runtime.detached("run", "-d", "--bundle", str(bundle), "doomed").returncode == 0
     pid = runtime.state("doomed")["pid"]
     poll(lambda: (tmp_path / "ran").exists(), "the container to run")
 
@@ -265,7 +237,7 @@ def test_kill_of_a_created_container_stops_it_before_its_program_runs(
     pid = runtime.state("stillborn")["pid"]
     result = runtime.cmd("kill", "stillborn", "KILL")
     assert result.returncode == 0, result.stderr
-    wait_status(runtime, "stillborn", "stopped")
+    runtime.wait_status("stillborn", "stopped")
     assert not alive(pid)
     start = runtime.cmd("start", "stillborn")
     assert start.returncode != 0
@@ -317,14 +289,14 @@ def test_second_start_fails_and_names_the_state(
     assert again.returncode != 0
     message = one_line(again.stderr)
     assert "twice" in message and "running" in message
-    assert status_of(runtime, "twice") == "running"
+    assert runtime.status("twice") == "running"
     assert runtime.cmd("delete", "--force", "twice").returncode == 0
 
 
 def test_start_of_a_stopped_container_fails(runtime: Runtime, host_unchanged: None, tmp_path: Path) -> None:
     create(runtime, shell_config(runtime, "echo ran > /mnt/ran", tmp_path), "done")
     assert runtime.cmd("start", "done").returncode == 0
-    wait_status(runtime, "done", "stopped")
+    runtime.wait_status("done", "stopped")
 
     again = runtime.cmd("start", "done")
     assert again.returncode != 0
@@ -337,7 +309,7 @@ def test_start_of_a_stopped_container_fails(runtime: Runtime, host_unchanged: No
 def test_delete_of_a_running_container_without_force_fails_and_it_keeps_running(
         runtime: Runtime, host_unchanged: None, tmp_path: Path) -> None:
     bundle = runtime.bundle(shell_config(runtime, FOREVER, tmp_path))
-    assert detached(runtime, "run", "-d", "--bundle", str(bundle), "busy").returncode == 0
+    assert runtime.detached("run", "-d", "--bundle", str(bundle), "busy").returncode == 0
     pid = runtime.state("busy")["pid"]
 
     result = runtime.cmd("delete", "busy")
@@ -353,7 +325,7 @@ def test_delete_of_a_running_container_without_force_fails_and_it_keeps_running(
 def test_kill_of_a_stopped_container_fails(runtime: Runtime, host_unchanged: None, tmp_path: Path) -> None:
     create(runtime, shell_config(runtime, "true", tmp_path), "ended")
     assert runtime.cmd("start", "ended").returncode == 0
-    wait_status(runtime, "ended", "stopped")
+    runtime.wait_status("ended", "stopped")
 
     result = runtime.cmd("kill", "ended", "KILL")
     assert result.returncode != 0
@@ -377,7 +349,7 @@ def test_second_create_of_a_live_id_fails_and_leaves_the_first_untouched(
     create(runtime, shell_config(runtime, FOREVER, tmp_path), "taken")
     first = runtime.state("taken")
 
-    second = detached(runtime, "create", "--bundle", str(runtime.bundle()), "taken")
+    second = runtime.detached("create", "--bundle", str(runtime.bundle()), "taken")
     assert second.returncode != 0
     message = one_line(second.stderr)
     assert "taken" in message and "already exists" in message
@@ -429,7 +401,7 @@ def test_invalid_ids_are_refused_before_anything_is_created(
     # A state root one level down: `../x` would land in runtime.root, where we can see it.
     inner = runtime.root / "inner"
     bundle = runtime.bundle(shell_config(runtime, FOREVER, tmp_path))
-    result = detached(runtime, *verb, "--bundle", str(bundle), cid, global_args=("--root", str(inner)))
+    result = runtime.detached(*verb, "--bundle", str(bundle), cid, global_args=("--root", str(inner)))
     assert result.returncode != 0
     assert "container id" in one_line(result.stderr)
     assert list(runtime.root.iterdir()) == []

@@ -109,8 +109,6 @@ def foreground(runtime: Runtime, config: dict[str, Any], cid: str, *extra: str) 
         run.close()
 
 
-def status_of(runtime: Runtime, cid: str) -> str:
-    return str(runtime.state(cid)["status"])
 
 
 # --- forwarding --------------------------------------------------------------------------------------
@@ -144,7 +142,7 @@ def test_sigint_and_sigterm_to_run_leave_a_trapping_container_running(
         wait_for(lambda: read_text(log) == "INT\nTERM\n", "the container to log TERM")
         # The container chose to keep running, and so does its runtime.
         assert run.proc.poll() is None
-        assert status_of(runtime, cid) == "running"
+        assert runtime.status(cid) == "running"
         (shared_dir / "stop").touch()
         assert run.wait() == 0, run.stderr
     assert run.stderr == ""
@@ -170,7 +168,7 @@ def test_container_killed_by_a_signal_makes_run_return_128_plus_n(
     cfg = shell_config(runtime, "echo ready > /mnt/ready; sleep 300", shared_dir)
     with foreground(runtime, cfg, cid) as run:
         wait_for(lambda: (shared_dir / "ready").exists(), "the container to start")
-        assert status_of(runtime, cid) == "running"
+        assert runtime.status(cid) == "running"
         killed = runtime.cmd("kill", cid, signal_arg)
         assert killed.returncode == 0, killed.stderr
         assert run.wait() == 128 + signal.SIGKILL, run.stderr

@@ -17,7 +17,7 @@ import pytest
 from tests.vm.run_vm import REPO, VmResult, qemu_unavailable_reason, run_tests_in_vm
 
 # Files run inside the VM, relative to the repository root.
-VM_TEST_FILES = ["tests/vm/test_inside_vm.py"]
+VM_TEST_FILES = ["tests/vm/test_inside_vm.py", "tests/integration/test_cgroups.py"]
 VM_TIMEOUT = 300.0
 # The parameter standing for "collection on the host failed", so that the failure shows as a test.
 COLLECTION_FAILED = "<collection of VM_TEST_FILES failed>"

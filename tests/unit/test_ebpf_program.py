@@ -591,7 +591,7 @@ def test_v2_memory_unlimited_and_swap_update_alone(tree: FakeTree) -> None:
 def test_v2_check_before_update(tree: FakeTree) -> None:
     m = applied(tree)
     (tree.root / "minirun" / "c1" / "memory.current").write_text(str(1 << 30))
-    with pytest.raises(ConfigError, match="below the current memory usage"):
+    with pytest.raises(ConfigError, match="below the current usage"):
         m.set(parse_resources({"memory": {"limit": 1 << 20, "checkBeforeUpdate": True}}))
     m.set(parse_resources({"memory": {"limit": 1 << 20}}))  # without the check the kernel reclaims
     assert tree.wrote() == [("minirun/c1/memory.max", str(1 << 20))]
