@@ -18,10 +18,12 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,20 +78,22 @@ class Runtime:
         self.errlog.truncate()
         cmd = self.argv(*args)
         try:
-            return subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=self.errlog,
-                timeout=COMMAND_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise BenchError(
-                f"{self.name}: timed out after {COMMAND_TIMEOUT_S:.0f} s: {' '.join(cmd)}"
-            ) from exc
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=self.errlog)
         except OSError as exc:
             raise BenchError(f"{self.name}: cannot execute {' '.join(cmd)}: {exc}") from exc
+        # Not subprocess.run(timeout=...): with a timeout, Popen.wait polls with sleeps that double up to
+        # 50 ms, so every command would be measured in steps of ~32 ms. A blocking wait, with a timer
+        # that kills a hung command, measures the real time.
+        killer = threading.Timer(COMMAND_TIMEOUT_S, proc.kill)
+        killer.start()
+        try:
+            out, _ = proc.communicate()  # no timeout: blocking reads and wait
+        finally:
+            killer.cancel()
+        returncode = proc.returncode
+        if returncode == -signal.SIGKILL and killer.finished.is_set():
+            raise BenchError(f"{self.name}: timed out after {COMMAND_TIMEOUT_S:.0f} s: {' '.join(cmd)}")
+        return subprocess.CompletedProcess(cmd, returncode, out)
 
     def check(self, *args: str, stdout: int = subprocess.DEVNULL) -> subprocess.CompletedProcess[bytes]:
         """Like call(), but a non-zero exit raises BenchError with stderr."""
