@@ -176,9 +176,9 @@ def mountinfo_lines() -> list[str]:
         return f.read().splitlines()
 
 
-def rootfs_processes() -> list[int]:
-    """Pids of processes whose root directory is the busybox rootfs: container processes."""
-    want = os.stat(ROOTFS)
+def processes_rooted_at(path: Path = ROOTFS) -> list[int]:
+    """Pids of processes whose root directory is `path`: container processes of that rootfs."""
+    want = os.stat(path)
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -192,6 +192,21 @@ def rootfs_processes() -> list[int]:
 
 
 @pytest.fixture
+def rootfs_copy() -> Iterator[Path]:
+    """A private copy of rootfs/busybox that a test may change; rootfs/busybox itself is never touched."""
+    top = Path(tempfile.mkdtemp(prefix="minirun-test-rootfs-"))
+    dest = top / "rootfs"
+    dest.mkdir()
+    subprocess.run(["cp", "-a", f"{ROOTFS.resolve()}/.", str(dest)], check=True)
+    assert not dest.is_symlink() and (dest / "bin" / "busybox").is_file()
+    try:
+        yield dest
+        assert processes_rooted_at(dest) == []
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
 def host_unchanged(runtime: Runtime) -> Iterator[None]:
     """Asserts that the test left no mount, state directory or container process on the host.
 
@@ -201,4 +216,4 @@ def host_unchanged(runtime: Runtime) -> Iterator[None]:
     yield
     assert mountinfo_lines() == before
     assert not runtime.root.exists() or not any(runtime.root.iterdir()), list(runtime.root.iterdir())
-    assert rootfs_processes() == []
+    assert processes_rooted_at() == []

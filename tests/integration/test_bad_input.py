@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MINIRUN, ROOTFS, Result, Runtime
+from tests.conftest import MINIRUN, ROOTFS, Result, Runtime, processes_rooted_at
 
 Config = dict[str, Any]
 Mutation = Callable[[Config], None]
@@ -53,19 +52,6 @@ def assert_refused(result: Result, *wanted: str) -> str:
 
 def assert_no_state(rt: Runtime) -> None:
     assert not rt.root.exists() or list(rt.root.iterdir()) == []
-
-
-def processes_rooted_at(path: Path) -> list[int]:
-    want = os.stat(path)
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            st = os.stat(f"/proc/{entry}/root")
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
-            found.append(int(entry))
-    return found
 
 
 # --- malformed configs, refused before anything is created ------------------------------------------

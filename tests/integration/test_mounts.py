@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOTFS, Runtime, mountinfo_lines
+from tests.conftest import ROOTFS, Runtime, mountinfo_lines, processes_rooted_at
 
 
 @dataclass(frozen=True)
@@ -106,20 +106,6 @@ def host_root_of(path: Path) -> str:
     holder = max((e for e in entries if text == e.point or text.startswith(e.point.rstrip("/") + "/")),
                  key=lambda e: len(e.point))
     return str(Path(holder.root) / os.path.relpath(path, holder.point))
-
-
-def processes_rooted_at(path: Path) -> list[int]:
-    want = os.stat(path)
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                st = os.stat(f"/proc/{entry}/root")
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
-                pids.append(int(entry))
-    return pids
 
 
 def tree(path: Path) -> dict[str, tuple[int, int, str]]:

@@ -10,9 +10,7 @@ import copy
 import os
 import resource
 import shutil
-import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,36 +19,6 @@ import pytest
 from tests.conftest import ROOTFS, Result, Runtime
 
 RLIM_INFINITY_JSON = 2**64 - 1
-
-
-def processes_rooted_at(path: Path) -> list[int]:
-    """Pids of processes whose root directory is `path` (container processes of a copied rootfs)."""
-    want = os.stat(path)
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                st = os.stat(f"/proc/{entry}/root")
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
-                pids.append(int(entry))
-    return pids
-
-
-@pytest.fixture
-def rootfs_copy() -> Iterator[Path]:
-    """A private copy of rootfs/busybox that a test may change; removed afterwards."""
-    top = Path(tempfile.mkdtemp(prefix="minirun-test-rootfs-"))
-    dest = top / "rootfs"
-    dest.mkdir()
-    subprocess.run(["cp", "-a", f"{ROOTFS.resolve()}/.", str(dest)], check=True)
-    assert not dest.is_symlink() and (dest / "bin" / "busybox").is_file()
-    try:
-        yield dest
-        assert processes_rooted_at(dest) == []
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
 
 
 def write_script(path: Path, text: str, mode: int = 0o755) -> None:

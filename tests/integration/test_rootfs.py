@@ -16,13 +16,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MINIRUN, ROOTFS, Runtime, mountinfo_lines
+from tests.conftest import MINIRUN, ROOTFS, Runtime, mountinfo_lines, processes_rooted_at
 from tests.integration.test_mounts import (
     MountEntry,
     host_root_of,
     host_tmpfs,
     parse_mountinfo,
-    processes_rooted_at,
     rootfs_copy_in,
     scratch_dir,
     top_mount,

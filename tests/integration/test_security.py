@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,35 +51,6 @@ def caps_config(runtime: Runtime, sets: dict[str, list[str]], uid: int = 0) -> d
     cfg["process"]["capabilities"] = {name: list(sets.get(name, [])) for name in CAP_SETS}
     cfg["process"]["user"] = {"uid": uid, "gid": uid}
     return cfg
-
-
-def processes_rooted_at(path: Path) -> list[int]:
-    want = os.stat(path)
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                st = os.stat(f"/proc/{entry}/root")
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
-                pids.append(int(entry))
-    return pids
-
-
-@pytest.fixture
-def rootfs_copy() -> Iterator[Path]:
-    """A private copy of rootfs/busybox that a test may change; rootfs/busybox itself is never touched."""
-    top = Path(tempfile.mkdtemp(prefix="minirun-test-rootfs-"))
-    dest = top / "rootfs"
-    dest.mkdir()
-    subprocess.run(["cp", "-a", f"{ROOTFS.resolve()}/.", str(dest)], check=True)
-    assert not dest.is_symlink() and (dest / "bin" / "busybox").is_file()
-    try:
-        yield dest
-        assert processes_rooted_at(dest) == []
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
 
 
 def state_dirs(runtime: Runtime) -> list[str]:
