@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 
 from minirun.errors import KernelError
+from minirun.log import logger
 
 TYPE_CHECKING = False  # importing typing costs start-up time; only the type checker needs it
 if TYPE_CHECKING:
@@ -24,6 +26,7 @@ class Manager:
     """One container's cgroup(s). Subclasses: cgroups.v1.V1Manager, cgroups.v2.V2Manager."""
 
     mode = ""  # "v1" (v1 or hybrid host) or "v2" (unified)
+    RMDIR_TIMEOUT = 5.0  # seconds for an emptied cgroup to stop being busy
 
     def apply(self, pid: int) -> None:
         """Create the cgroup(s) (parents included) and move `pid` into them."""
@@ -63,6 +66,26 @@ class Manager:
         """JSON-able description saved in state.json; `from_state` rebuilds the manager from it."""
         raise NotImplementedError
 
+    def _rmdir(self, d: str, must: bool) -> None:
+        """Remove cgroup `d`. A cgroup stays busy for a moment after its last process died: retry for
+        RMDIR_TIMEOUT when `must`, else keep it (a shared parent another container still uses)."""
+        deadline = time.monotonic() + self.RMDIR_TIMEOUT
+        while True:
+            try:
+                os.rmdir(d)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                    raise KernelError(f"delete cgroup: rmdir {d}", e.errno or errno.EIO) from None
+                if not must:
+                    logger.debug(f"delete cgroup: {d} is still in use; kept")
+                    return
+                if time.monotonic() > deadline:
+                    raise KernelError(f"delete cgroup: rmdir {d}", e.errno) from None
+                time.sleep(0.005)
+
 
 def write_file(path: str, value: str, what: str) -> None:
     """Write one cgroup file; `what` names the config field (e.g. linux.resources.pids.limit)."""
@@ -81,6 +104,30 @@ def write_file(path: str, value: str, what: str) -> None:
 def read_file(path: str) -> str:
     with open(path) as f:
         return f.read()
+
+
+def read_text(path: str) -> str:
+    """A cgroup file's stripped text; "" when there is no such file (controller or feature missing)."""
+    if not path:
+        return ""
+    try:
+        return read_file(path).strip()
+    except FileNotFoundError:
+        return ""
+
+
+def int_or_zero(path: str) -> int:
+    text = read_text(path)
+    return int(text) if text.lstrip("-").isdigit() else 0
+
+
+def is_zombie(pid: int) -> bool:
+    """A killed process that its parent has not reaped yet: it holds no resources and cannot die again."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
 
 
 def read_int(path: str) -> int:

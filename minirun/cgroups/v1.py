@@ -15,7 +15,7 @@ import signal
 import time
 
 from minirun.cgroups import convert, paths
-from minirun.cgroups.base import Manager, read_file, read_keyed, write_file
+from minirun.cgroups.base import Manager, int_or_zero, is_zombie, read_file, read_keyed, read_text, write_file
 from minirun.cgroups.resources import DEFAULT_DEVICE_RULES, DeviceRule, parse_resources
 from minirun.errors import ConfigError, KernelError, MinirunError
 from minirun.log import logger
@@ -32,7 +32,6 @@ FIELD = paths.FIELD  # linux.cgroupsPath
 _ENOTSUPP = 524
 FREEZE_TIMEOUT = 5.0  # seconds for freezer.state to go from FREEZING to FROZEN
 KILL_TIMEOUT = 10.0  # seconds for SIGKILLed processes to leave the cgroup
-RMDIR_TIMEOUT = 5.0  # seconds for an emptied cgroup to stop being busy
 # Hierarchies in which pids() looks first; any hierarchy holds every process of the container.
 _PREFERRED = ("freezer", "pids", "memory", "cpu", "devices")
 
@@ -415,13 +414,14 @@ class V1Manager(Manager):
             return self._path("cpuacct", name)
 
         usage: dict[str, Any] = {
-            "total": _int(acct("cpuacct.usage")),
+            "total": int_or_zero(acct("cpuacct.usage")),
             "percpu": _ints(acct("cpuacct.usage_percpu")),
             "percpu_kernel": _ints(acct("cpuacct.usage_percpu_sys")),
             "percpu_user": _ints(acct("cpuacct.usage_percpu_user")),
         }
         if os.path.exists(acct("cpuacct.usage_sys")):
-            usage["kernel"], usage["user"] = _int(acct("cpuacct.usage_sys")), _int(acct("cpuacct.usage_user"))
+            usage["kernel"] = int_or_zero(acct("cpuacct.usage_sys"))
+            usage["user"] = int_or_zero(acct("cpuacct.usage_user"))
         else:  # older kernels: only cpuacct.stat, in clock ticks
             ticks = _keyed(acct("cpuacct.stat"))
             ns_per_tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
@@ -436,17 +436,17 @@ class V1Manager(Manager):
             def mem(name: str) -> str:
                 return self._path("memory", f"{prefix}.{name}")
 
-            return {"usage": _int(mem("usage_in_bytes")), "max": _int(mem("max_usage_in_bytes")),
-                    "failcnt": _int(mem("failcnt")), "limit": _int(mem("limit_in_bytes"))}
+            return {"usage": int_or_zero(mem("usage_in_bytes")), "max": int_or_zero(mem("max_usage_in_bytes")),
+                    "failcnt": int_or_zero(mem("failcnt")), "limit": int_or_zero(mem("limit_in_bytes"))}
 
         raw = _keyed(self._path("memory", "memory.stat"))
         return {"cache": raw.get("cache", 0), "usage": entry("memory"), "swap": entry("memory.memsw"),
                 "kernel": entry("memory.kmem"), "kernelTCP": entry("memory.kmem.tcp"), "raw": raw}
 
     def _pids_stats(self) -> dict[str, int]:
-        limit = _text(self._path("pids", "pids.max"))
+        limit = read_text(self._path("pids", "pids.max"))
         # runc's shape: 0 for "no limit".
-        return {"current": _int(self._path("pids", "pids.current")),
+        return {"current": int_or_zero(self._path("pids", "pids.current")),
                 "limit": int(limit) if limit.isdigit() else 0}
 
     def _blkio_stats(self) -> dict[str, Any]:
@@ -471,9 +471,9 @@ class V1Manager(Manager):
         for name in sorted(os.listdir(d)):
             if name.startswith("hugetlb.") and name.endswith(".usage_in_bytes") and ".rsvd." not in name:
                 size = name[len("hugetlb."):-len(".usage_in_bytes")]
-                out[size] = {"usage": _int(os.path.join(d, name)),
-                             "max": _int(os.path.join(d, f"hugetlb.{size}.max_usage_in_bytes")),
-                             "failcnt": _int(os.path.join(d, f"hugetlb.{size}.failcnt"))}
+                out[size] = {"usage": int_or_zero(os.path.join(d, name)),
+                             "max": int_or_zero(os.path.join(d, f"hugetlb.{size}.max_usage_in_bytes")),
+                             "failcnt": int_or_zero(os.path.join(d, f"hugetlb.{size}.failcnt"))}
         return out
 
     def oom_kills(self) -> int:
@@ -496,7 +496,7 @@ class V1Manager(Manager):
                     raise
         deadline = time.monotonic() + KILL_TIMEOUT
         while True:
-            alive = [pid for pid in self.pids() if not _is_zombie(pid)]
+            alive = [pid for pid in self.pids() if not is_zombie(pid)]
             if not alive:
                 break
             if time.monotonic() > deadline:
@@ -526,24 +526,6 @@ class V1Manager(Manager):
                     candidates.add(parent)
                 parent = os.path.dirname(parent)
         return sorted(candidates, key=lambda d: (-d.count("/"), d))
-
-    def _rmdir(self, d: str, must: bool) -> None:
-        deadline = time.monotonic() + RMDIR_TIMEOUT
-        while True:
-            try:
-                os.rmdir(d)
-                return
-            except FileNotFoundError:
-                return
-            except OSError as e:
-                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
-                    raise KernelError(f"delete cgroup: rmdir {d}", e.errno or errno.EIO) from None
-                if not must:
-                    logger.debug(f"delete cgroup: {d} is still in use; kept")
-                    return
-                if time.monotonic() > deadline:
-                    raise KernelError(f"delete cgroup: rmdir {d}", e.errno) from None
-                time.sleep(0.005)
 
     # --- state -------------------------------------------------------------------------------------
 
@@ -618,31 +600,8 @@ def _procs(d: str) -> list[int]:
     return sorted(set(found))
 
 
-def _is_zombie(pid: int) -> bool:
-    """A killed process that its parent has not reaped yet: it holds no resources and cannot die again."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return True
-
-
-def _text(path: str) -> str:
-    if not path:
-        return ""
-    try:
-        return read_file(path).strip()
-    except FileNotFoundError:
-        return ""
-
-
-def _int(path: str) -> int:
-    text = _text(path)
-    return int(text) if text.lstrip("-").isdigit() else 0
-
-
 def _ints(path: str) -> list[int]:
-    return [int(v) for v in _text(path).split()]
+    return [int(v) for v in read_text(path).split()]
 
 
 def _keyed(path: str) -> dict[str, int]:
@@ -657,7 +616,7 @@ def _keyed(path: str) -> dict[str, int]:
 def _blkio_entries(path: str) -> list[dict[str, Any]]:
     """ "8:0 Read 4096" lines → {major, minor, op, value}; the closing "Total N" line has no device."""
     entries = []
-    for line in _text(path).splitlines():
+    for line in read_text(path).splitlines():
         fields = line.split()
         if len(fields) == 3 and ":" in fields[0]:
             major, _, minor = fields[0].partition(":")

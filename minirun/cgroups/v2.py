@@ -28,7 +28,7 @@ import signal
 import time
 
 from minirun.cgroups import UNIFIED_ROOT, convert, ebpf, paths
-from minirun.cgroups.base import Manager, read_file, read_keyed, write_file
+from minirun.cgroups.base import Manager, int_or_zero, is_zombie, read_file, read_keyed, read_text, write_file
 from minirun.errors import ConfigError, KernelError, MinirunError
 from minirun.log import logger
 
@@ -52,7 +52,6 @@ class V2Manager(Manager):
     CONTROLLERS: tuple[str, ...] = ("cpu", "cpuset", "io", "memory", "pids", "hugetlb", "rdma")
     FREEZE_TIMEOUT = 5.0  # seconds for cgroup.events to report the requested frozen state
     KILL_TIMEOUT = 10.0  # seconds for killed processes to leave the cgroup
-    RMDIR_TIMEOUT = 5.0  # seconds for an emptied cgroup to stop being busy
 
     def __init__(self, path: str, mount_point: str = UNIFIED_ROOT, mount_root: str | None = None,
                  proc_cgroup: str = "/proc/self/cgroup") -> None:
@@ -195,7 +194,7 @@ class V2Manager(Manager):
             # v2 accepts a memory.max below the current usage and reclaims (or OOM-kills) to get under
             # it; checkBeforeUpdate asks to refuse that instead.
             usage_file = self._file("memory.current")
-            current = _int(usage_file)
+            current = int_or_zero(usage_file)
             if current > limit:
                 raise ConfigError(r.field("memory", "limit"), f"{limit} is below the current usage {current} "
                                   f"in {usage_file}; memory.max left unchanged (checkBeforeUpdate is set)")
@@ -427,14 +426,14 @@ class V2Manager(Manager):
         return {"usage": usage, "throttling": throttling}
 
     def _memory_stats(self) -> dict[str, Any]:
-        usage = _int(self._file("memory.current"))
+        usage = int_or_zero(self._file("memory.current"))
         limit = _stat_limit(self._file("memory.max"))
-        memory = {"usage": usage, "max": _int(self._file("memory.peak")),
+        memory = {"usage": usage, "max": int_or_zero(self._file("memory.peak")),
                   "failcnt": _keyed(self._file("memory.events")).get("max", 0), "limit": limit}
         # v1's swap figures (which runc's shape keeps) are memory plus swap; v2 counts swap alone.
         swap_limit = _stat_limit(self._file("memory.swap.max"))
-        swap = {"usage": usage + _int(self._file("memory.swap.current")),
-                "max": _int(self._file("memory.swap.peak")),
+        swap = {"usage": usage + int_or_zero(self._file("memory.swap.current")),
+                "max": int_or_zero(self._file("memory.swap.peak")),
                 "failcnt": _keyed(self._file("memory.swap.events")).get("max", 0),
                 "limit": swap_limit if UINT64_MAX in (swap_limit, limit) else swap_limit + limit}
         none = {"usage": 0, "max": 0, "failcnt": 0, "limit": 0}  # v2 has no separate kernel memory counters
@@ -443,14 +442,14 @@ class V2Manager(Manager):
                 "kernelTCP": dict(none), "raw": raw}
 
     def _pids_stats(self) -> dict[str, int]:
-        limit = _text(self._file("pids.max"))
-        return {"current": _int(self._file("pids.current")), "limit": int(limit) if limit.isdigit() else 0}
+        limit = read_text(self._file("pids.max"))
+        return {"current": int_or_zero(self._file("pids.current")), "limit": int(limit) if limit.isdigit() else 0}
 
     def _io_stats(self) -> dict[str, Any]:
         """io.stat lines ("8:0 rbytes=N wbytes=N rios=N wios=N dbytes=N dios=N") → runc's blkio lists."""
         service_bytes: list[dict[str, Any]] = []
         serviced: list[dict[str, Any]] = []
-        for line in _text(self._file("io.stat")).splitlines():
+        for line in read_text(self._file("io.stat")).splitlines():
             device, *pairs = line.split()
             major, _, minor = device.partition(":")
             if not (major.isdigit() and minor.isdigit()):
@@ -471,7 +470,7 @@ class V2Manager(Manager):
         for name in names:
             if name.startswith("hugetlb.") and name.endswith(".current") and ".rsvd." not in name:
                 size = name[len("hugetlb."):-len(".current")]
-                out[size] = {"usage": _int(self._file(name)), "max": 0,
+                out[size] = {"usage": int_or_zero(self._file(name)), "max": 0,
                              "failcnt": _keyed(self._file(f"hugetlb.{size}.events")).get("max", 0)}
         return out
 
@@ -498,7 +497,7 @@ class V2Manager(Manager):
         has_kill = os.path.exists(kill_file)
         deadline = time.monotonic() + self.KILL_TIMEOUT
         while True:
-            alive = [pid for pid in self.pids() if not _is_zombie(pid)]
+            alive = [pid for pid in self.pids() if not is_zombie(pid)]
             if not alive:
                 return
             if time.monotonic() > deadline:
@@ -522,24 +521,6 @@ class V2Manager(Manager):
                 candidates.add(parent)
             parent = os.path.dirname(parent)
         return sorted(candidates, key=lambda d: (-d.count("/"), d))
-
-    def _rmdir(self, d: str, must: bool) -> None:
-        deadline = time.monotonic() + self.RMDIR_TIMEOUT
-        while True:
-            try:
-                os.rmdir(d)
-                return
-            except FileNotFoundError:
-                return
-            except OSError as e:
-                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
-                    raise KernelError(f"delete cgroup: rmdir {d}", e.errno or errno.EIO) from None
-                if not must:
-                    logger.debug(f"delete cgroup: {d} is still in use; kept")
-                    return
-                if time.monotonic() > deadline:
-                    raise KernelError(f"delete cgroup: rmdir {d}", e.errno) from None
-                time.sleep(0.005)
 
     # --- state -------------------------------------------------------------------------------------
 
@@ -611,15 +592,6 @@ def _procs(d: str) -> list[int]:
     return sorted(found)
 
 
-def _is_zombie(pid: int) -> bool:
-    """A killed process that its parent has not reaped yet: it holds no resources and cannot die again."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return True
-
-
 def _limit(value: int) -> str:
     """A byte limit as v2 files take it: -1 is "max"."""
     return "max" if value == -1 else str(value)
@@ -627,26 +599,14 @@ def _limit(value: int) -> str:
 
 def _read_limit(path: str) -> int:
     """memory.max and kin → bytes, -1 for "max"."""
-    text = _text(path)
+    text = read_text(path)
     return -1 if text in ("", "max") else int(text)
 
 
 def _stat_limit(path: str) -> int:
     """A limit for stats: "max" (or no file) is runc's UINT64_MAX."""
-    text = _text(path)
+    text = read_text(path)
     return int(text) if text.isdigit() else UINT64_MAX
-
-
-def _text(path: str) -> str:
-    try:
-        return read_file(path).strip()
-    except FileNotFoundError:
-        return ""
-
-
-def _int(path: str) -> int:
-    text = _text(path)
-    return int(text) if text.lstrip("-").isdigit() else 0
 
 
 def _keyed(path: str) -> dict[str, int]:
