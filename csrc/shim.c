@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/mount.h>
 #include <linux/openat2.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -82,3 +84,59 @@ int mr_statfs_type(int fd, int64_t *fstype)
 }
 
 int mr_bpf(int cmd, void *attr, unsigned int size) { return ret(syscall(SYS_bpf, cmd, attr, size)); }
+
+/* Our own copy of the kernel's struct sched_attr (SCHED_ATTR_SIZE_VER1): glibc 2.36 has no wrapper and
+ * <linux/sched/types.h> clashes with newer glibc headers. */
+struct mr_sched_attr {
+    uint32_t size, sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime, sched_deadline, sched_period;
+    uint32_t sched_util_min, sched_util_max;
+};
+
+int mr_sched_setattr(uint32_t policy, uint64_t flags, int32_t nice, uint32_t priority, uint64_t runtime,
+                     uint64_t deadline, uint64_t period)
+{
+    struct mr_sched_attr attr = {
+        .size = sizeof(attr), .sched_policy = policy, .sched_flags = flags, .sched_nice = nice,
+        .sched_priority = priority, .sched_runtime = runtime, .sched_deadline = deadline,
+        .sched_period = period, .sched_util_min = 0, .sched_util_max = 1024,
+    };
+    return ret(syscall(SYS_sched_setattr, 0, &attr, 0));
+}
+
+int mr_ioprio_set(int which, int who, int ioprio) { return ret(syscall(SYS_ioprio_set, which, who, ioprio)); }
+
+int mr_personality(unsigned long persona)
+{
+    /* personality() returns the previous persona, never -1 on success: only errno tells failure. */
+    errno = 0;
+    int r = personality(persona);
+    return r == -1 && errno ? -errno : 0;
+}
+
+int mr_set_mempolicy(int mode, const unsigned long *nodemask, unsigned long maxnode)
+{
+    return ret(syscall(SYS_set_mempolicy, mode, nodemask, maxnode));
+}
+
+int mr_open_tree(int dirfd, const char *path, unsigned int flags)
+{
+    return ret(syscall(SYS_open_tree, dirfd, path, flags));
+}
+
+int mr_mount_setattr(int dirfd, const char *path, unsigned int flags, uint64_t attr_set, uint64_t attr_clr,
+                     uint64_t propagation, uint64_t userns_fd)
+{
+    struct mount_attr attr = {
+        .attr_set = attr_set, .attr_clr = attr_clr, .propagation = propagation, .userns_fd = userns_fd,
+    };
+    return ret(syscall(SYS_mount_setattr, dirfd, path, flags, &attr, sizeof(attr)));
+}
+
+int mr_move_mount(int from_dirfd, const char *from_path, int to_dirfd, const char *to_path, unsigned int flags)
+{
+    return ret(syscall(SYS_move_mount, from_dirfd, from_path, to_dirfd, to_path, flags));
+}

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from minirun.cgroups.base import Manager
+    from minirun.spec.hooks import Hooks
 
 START_POLL_SECONDS = 0.1
 KILL_WAIT_SECONDS = 10.0
@@ -51,29 +52,50 @@ def start(store: Store, container_id: str) -> None:
         except FileNotFoundError:
             raise WrongState(f"cannot start container `{container_id}`: it was started already") from None
         try:
-            _wait_for_exec_byte(fd, state)
+            failure = _wait_for_exec(fd, state)
         finally:
             os.close(fd)
         os.unlink(fifo_path)
+        if failure:
+            wait_stopped(state, KILL_WAIT_SECONDS)  # the init exits after a failed startContainer hook
+            raise MinirunError(failure)
+        if state.config.get("hooks"):
+            from minirun import hooks
+
+            hooks.run_hooks_warning(_hooks_of(state), "poststart", state.oci(Status.RUNNING))
 
 
-def _wait_for_exec_byte(fd: int, state: State) -> None:
-    """The init writes one byte once it has our read end; then it execs. Give up if it died."""
+def _wait_for_exec(fd: int, state: State) -> str:
+    """The init writes one byte once it has our read end, runs the startContainer hooks and execs,
+    which closes its end. Anything it wrote after the byte is why it did not exec. Give up if it died."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
+    got_byte = False
+    message = b""
     while True:
         events = poller.poll(START_POLL_SECONDS * 1000)
         if events:
             try:
-                data = os.read(fd, 1)
+                data = os.read(fd, 4096)
             except BlockingIOError:
                 data = None
             if data:
-                return
+                message += data if got_byte else data[1:]
+                got_byte = True
+                continue
+            if data == b"" and got_byte:
+                return message.decode(errors="replace")
             if data == b"" and events[0][1] & (select.POLLHUP | select.POLLIN):
                 raise MinirunError(f"start container `{state.id}`: its init exited before exec")
-        if process_start_time(state.pid) != state.pid_start:
+        if not got_byte and process_start_time(state.pid) != state.pid_start:
             raise MinirunError(f"start container `{state.id}`: its init is gone (pid {state.pid})")
+
+
+def _hooks_of(state: State) -> Hooks:
+    from minirun.spec.hooks import parse_hooks
+    from minirun.spec.reader import Field
+
+    return parse_hooks(Field(state.config.get("hooks"), "hooks"))
 
 
 def cgroup_of(state: State) -> Manager | None:
@@ -123,6 +145,15 @@ def delete(store: Store, container_id: str, force: bool) -> None:
             raise WrongState(f"cannot delete container `{container_id}`: it is {status} "
                              "(stop it first, or use --force)")
         manager = cgroup_of(state)
+        moved_back: MinirunError | None = None
+        if (state.config.get("linux") or {}).get("netDevices"):
+            # Before the kill: a dying network namespace destroys virtual devices (linux/netdevices.py).
+            from minirun.linux import netdevices
+
+            try:
+                netdevices.move_back(netdevices.devices_from_config(state.config), store.dir(container_id))
+            except MinirunError as e:
+                moved_back = e
         if status != Status.STOPPED:
             if manager is not None and status == Status.PAUSED:
                 manager.thaw()  # a frozen process cannot even die
@@ -133,6 +164,12 @@ def delete(store: Store, container_id: str, force: bool) -> None:
         if manager is not None:
             manager.destroy()  # also whatever left the init's process tree
         store.remove(container_id)
+        if state.config.get("hooks"):
+            from minirun import hooks
+
+            hooks.run_hooks_warning(_hooks_of(state), "poststop", state.oci(Status.STOPPED))
+        if moved_back is not None:
+            raise moved_back
 
 
 def wait_stopped(state: State, timeout: float) -> None:

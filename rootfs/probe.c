@@ -1017,6 +1017,78 @@ static int cmd_affinity(void)
     return j_finish();
 }
 
+/* CLOCK_MONOTONIC and CLOCK_BOOTTIME in seconds (time namespace offsets show here). */
+static int cmd_clock(void)
+{
+    struct timespec mono, boot;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &mono) != 0 || clock_gettime(CLOCK_BOOTTIME, &boot) != 0)
+        return print_rc(-1);
+    j_obj();
+    kv_int("monotonic", (long long)mono.tv_sec);
+    kv_int("boottime", (long long)boot.tv_sec);
+    j_end_obj();
+    return j_finish();
+}
+
+/* sched_getattr(2) of this process (the kernel's struct sched_attr, version 1). */
+static int cmd_sched(void)
+{
+    struct {
+        uint32_t size, policy;
+        uint64_t flags;
+        int32_t nice;
+        uint32_t priority;
+        uint64_t runtime, deadline, period;
+        uint32_t util_min, util_max;
+    } attr;
+
+    memset(&attr, 0, sizeof(attr));
+    if (syscall(SYS_sched_getattr, 0, &attr, sizeof(attr), 0) != 0)
+        return print_rc(-1);
+    j_obj();
+    kv_int("policy", attr.policy);
+    kv_int("flags", (long long)attr.flags);
+    kv_int("nice", attr.nice);
+    kv_int("priority", attr.priority);
+    kv_int("runtime", (long long)attr.runtime);
+    kv_int("deadline", (long long)attr.deadline);
+    kv_int("period", (long long)attr.period);
+    j_end_obj();
+    return j_finish();
+}
+
+/* ioprio_get(IOPRIO_WHO_PROCESS, 0): class and level. */
+static int cmd_ioprio(void)
+{
+    long r = syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, 0);
+
+    if (r < 0)
+        return print_rc(-1);
+    j_obj();
+    kv_int("class", (r >> 13) & 0x7);
+    kv_int("priority", r & 0x1fff);
+    j_end_obj();
+    return j_finish();
+}
+
+/* get_mempolicy(2) of this process: mode (with mode flags) and the node mask's first word. */
+static int cmd_mempolicy(void)
+{
+    int mode = 0;
+    unsigned long nodes[16];
+
+    memset(nodes, 0, sizeof(nodes));
+    if (syscall(SYS_get_mempolicy, &mode, nodes, sizeof(nodes) * 8, NULL, 0) != 0)
+        return print_rc(-1);
+    j_obj();
+    kv_int("mode", mode & 0xff);
+    kv_int("mode_flags", mode & ~0xff);
+    kv_int("nodes", (long long)nodes[0]);
+    j_end_obj();
+    return j_finish();
+}
+
 /* Burn CPU for SECONDS of wall time; reports the CPU time it got, in ms. */
 static int cmd_spin(const char *ssec)
 {
@@ -1060,7 +1132,8 @@ static void usage(void)
           "       probe hog MEBIBYTES\n"
           "       probe forkbomb MAX\n"
           "       probe affinity\n"
-          "       probe spin SECONDS\n",
+          "       probe spin SECONDS\n"
+          "       probe clock | sched | ioprio | mempolicy\n",
           stderr);
 }
 
@@ -1102,6 +1175,14 @@ int main(int argc, char **argv)
         rc = cmd_affinity();
     else if (strcmp(cmd, "spin") == 0 && nargs == 1)
         rc = cmd_spin(argv[2]);
+    else if (strcmp(cmd, "clock") == 0 && nargs == 0)
+        rc = cmd_clock();
+    else if (strcmp(cmd, "sched") == 0 && nargs == 0)
+        rc = cmd_sched();
+    else if (strcmp(cmd, "ioprio") == 0 && nargs == 0)
+        rc = cmd_ioprio();
+    else if (strcmp(cmd, "mempolicy") == 0 && nargs == 0)
+        rc = cmd_mempolicy();
 
     if (rc < 0) {
         usage();

@@ -32,6 +32,15 @@ class Manager:
         """Create the cgroup(s) (parents included) and move `pid` into them."""
         raise NotImplementedError
 
+    def join(self, pid: int) -> None:
+        """Move `pid` into the container's existing cgroup(s) (`exec`); nothing is created."""
+        for leaf in self.leaves():
+            write_file(os.path.join(leaf, "cgroup.procs"), str(pid), "join the container's cgroup")
+
+    def leaves(self) -> list[str]:
+        """The container's own cgroup directories (one per hierarchy on v1, one on v2)."""
+        raise NotImplementedError
+
     def set(self, resources: Resources, extra_device_rules: list[DeviceRule] | None = None) -> None:
         """Write every limit `resources` names; used at create and by `update`. `extra_device_rules` allow
         the nodes of linux.devices; None keeps the ones given before (update)."""

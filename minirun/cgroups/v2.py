@@ -88,6 +88,9 @@ class V2Manager(Manager):
                 return cgroup
             cgroup = os.path.dirname(cgroup.rstrip("/")) or "/"
 
+    def leaves(self) -> list[str]:
+        return [self.dir]
+
     def apply(self, pid: int) -> None:
         # A container needs a cgroup of its own: joining one with processes in it would make `delete`
         # kill them too.

@@ -18,6 +18,8 @@ def _option(opt: Opt) -> Any:
         kwargs["type"] = int
     elif opt.kind == "choice":
         kwargs["type"] = click.Choice(list(opt.choices))
+    elif opt.kind == "multi":
+        return click.option(*opt.names, opt.dest, multiple=True, help=opt.help, hidden=opt.hidden)
     return click.option(*opt.names, opt.dest, default=opt.default, **kwargs)
 
 
@@ -40,7 +42,9 @@ def _command(name: str, verb: Verb) -> click.Command:
             cmd = click.argument(arg.dest, metavar=arg.metavar, required=False, default=arg.default)(cmd)
     for opt in reversed(verb.options):
         cmd = _option(opt)(cmd)
-    return click.command(name, help=verb.help)(cmd)
+    # As runc: for a verb ending in a command line (exec, ps), options stop at the first positional.
+    interspersed = not (verb.args and verb.args[-1].variadic)
+    return click.command(name, help=verb.help, context_settings={"allow_interspersed_args": interspersed})(cmd)
 
 
 def _group() -> click.Group:

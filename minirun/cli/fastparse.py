@@ -46,6 +46,8 @@ def _take(opts: tuple[Opt, ...], argv: list[str], i: int, out: dict[str, Any]) -
         out[opt.dest] = int(value)
     elif opt.kind == "choice" and value not in opt.choices:
         return None
+    elif opt.kind == "multi":
+        out[opt.dest] = [*out[opt.dest], value]
     else:
         out[opt.dest] = value
     return nxt
@@ -65,13 +67,19 @@ def parse(argv: list[str]) -> Parsed | None:
         return None
     verb_name = argv[i]
     verb = VERBS[verb_name]
-    options = {o.dest: o.default for o in verb.options}
+    options = {o.dest: ([] if o.kind == "multi" else o.default) for o in verb.options}
     positional: list[str] = []
+    variadic = bool(verb.args) and verb.args[-1].variadic
     i += 1
     while i < len(argv):
         word = argv[i]
         if word == "--":
             positional.extend(argv[i + 1:])
+            break
+        # As runc: for a verb ending in a command line (exec, ps), options stop at the first positional
+        # (`exec ID sh -c ...`: -c belongs to sh).
+        if variadic and positional:
+            positional.extend(argv[i:])
             break
         if word.startswith("-") and word != "-":
             nxt = _take(verb.options, argv, i, options)
@@ -81,7 +89,6 @@ def parse(argv: list[str]) -> Parsed | None:
         else:
             positional.append(word)
             i += 1
-    variadic = bool(verb.args) and verb.args[-1].variadic
     if len(positional) > len(verb.args) and not variadic:
         return None
     for index, arg in enumerate(verb.args):

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 
 class Opt:
-    """An option: `names` such as ("-b", "--bundle"); `kind` is flag, str, int or choice."""
+    """An option: `names` such as ("-b", "--bundle"); `kind` is flag, str, int, choice or multi (repeatable
+    str, collected in a list)."""
 
     __slots__ = ("choices", "default", "dest", "help", "hidden", "kind", "names")
 
@@ -80,6 +81,23 @@ VERBS: dict[str, Verb] = {
                  Opt(("--no-subreaper",), "flag", False, "Accepted for runc compatibility; not used."),
                  Opt(("--name", "--id"), "str", "", "Container id when a bundle directory is given.")),
                 (Arg("target", "ID|BUNDLE_DIR", required=False),)),
+    "exec": Verb("exec_", "Run a new process in a running container (ARGS, or --process).",
+                 (Opt(("-p", "--process"), "str", "", "OCI process JSON file (instead of ARGS and the flags)."),
+                  Opt(("-t", "--tty"), "flag", False, "Allocate a pseudo-terminal (not supported yet)."),
+                  Opt(("--console-socket",), "str", "", "Unix socket for the pty master (not supported yet)."),
+                  Opt(("-d", "--detach"), "flag", False, "Return once the process runs."),
+                  Opt(("--pid-file",), "str", "", "Write the process's pid to this file."),
+                  Opt(("--cwd",), "str", "", "Working directory in the container."),
+                  Opt(("-e", "--env"), "multi", None, "Set an environment variable (K=V); repeatable."),
+                  Opt(("-u", "--user"), "str", "", "UID[:GID] to run as."),
+                  Opt(("-g", "--additional-gids"), "multi", None, "An additional group id; repeatable."),
+                  Opt(("-c", "--cap"), "multi", None, "Add a capability (CAP_...); repeatable."),
+                  Opt(("--no-new-privs",), "flag", False, "Set no_new_privs for the process."),
+                  Opt(("--preserve-fds",), "int", 0, "Pass fds 3..3+N-1 on (sets LISTEN_FDS/LISTEN_PID)."),
+                  Opt(("--ignore-paused",), "flag", False, "Exec even when the container is paused."),
+                  Opt(("--process-label",), "str", "", "SELinux label (applied only where SELinux is on)."),
+                  Opt(("--apparmor",), "str", "", "AppArmor profile (applied only where AppArmor is on).")),
+                 (_ID, Arg("args", "[ARGS...]", required=False, variadic=True))),
     "state": Verb("state", "Print the state of a container as JSON.", (), (_ID,)),
     "kill": Verb("kill", "Send SIGNAL (name or number, default TERM) to a container.",
                  (Opt(("-a", "--all"), "flag", False, "Signal every process of the container."),),
@@ -112,6 +130,7 @@ VERBS: dict[str, Verb] = {
     "ps": Verb("ps", "List the processes of a container (extra words go to ps(1), default -ef).",
                (Opt(("-f", "--format"), "choice", "table", "Output format.", ("table", "json")),),
                (_ID, Arg("ps_args", "[-- PS_ARGS...]", required=False, variadic=True))),
+    "features": Verb("features", "Print the features this minirun implements, as runtime-spec JSON."),
     "spec": Verb("spec", "Write a default config.json for a bundle.",
                  (Opt(("-b", "--bundle"), "str", ".", "Directory to write config.json in."),
                   Opt(("--rootless",), "flag", False, "Not supported; refused."))),

@@ -18,7 +18,10 @@ def switch_user(user: User) -> None:
     try:
         os.setgroups(user.additional_gids)
     except OSError as e:
-        raise kernel_error(f"setgroups {user.additional_gids} (process.user.additionalGids)", e) from None
+        # In a user namespace whose setgroups is "deny" (made by an unprivileged tool, joined by path)
+        # the call is refused outright; with no additional groups asked for, there is nothing to drop.
+        if user.additional_gids or not _setgroups_denied():
+            raise kernel_error(f"setgroups {user.additional_gids} (process.user.additionalGids)", e) from None
     try:
         os.setresgid(user.gid, user.gid, user.gid)
     except OSError as e:
@@ -29,6 +32,14 @@ def switch_user(user: User) -> None:
         raise kernel_error(f"setuid {user.uid} (process.user.uid)", e) from None
     prctl.set_keepcaps(False)
     os.umask(DEFAULT_UMASK if user.umask is None else user.umask)
+
+
+def _setgroups_denied() -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "deny"
+    except OSError:
+        return False
 
 
 def home_of(uid: int, passwd: str = "/etc/passwd") -> str:

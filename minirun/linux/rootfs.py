@@ -11,7 +11,7 @@ import os
 import stat
 
 from minirun.errors import ConfigError, KernelError, kernel_error
-from minirun.linux import cgroupfs, mountopts, syscalls
+from minirun.linux import cgroupfs, mountopts, syscalls, userns
 from minirun.linux.paths import fd_path, make_file, mkdir_all, open_in_root
 from minirun.spec.model import Config, Mount
 
@@ -71,15 +71,16 @@ def prepare_root(config: Config) -> int:
     return os.open(config.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def mount_all(root_fd: int, config: Config) -> None:
+def mount_all(root_fd: int, config: Config, trees: dict[int, int] | None = None) -> None:
+    """`trees`: mount index -> detached (id-mapped) tree to attach instead of binding (linux/userns.py)."""
     for index, m in enumerate(config.mounts):
-        mount_one(root_fd, m, index, config)
+        mount_one(root_fd, m, index, config, (trees or {}).get(index))
 
 
-def mount_one(root_fd: int, m: Mount, index: int, config: Config) -> None:
+def mount_one(root_fd: int, m: Mount, index: int, config: Config, tree: int | None = None) -> None:
     opts = mountopts.parse(m.options)
     if opts.bind or m.type == "bind":
-        _bind_mount(root_fd, m, index, opts, config.bundle)
+        _bind_mount(root_fd, m, index, opts, config.bundle, tree)
     elif m.type in ("cgroup", "cgroup2"):
         cgroupfs.mount_cgroups(root_fd, m, opts, config.linux.namespace("cgroup") is not None)
     else:
@@ -115,19 +116,23 @@ def _dir_target(root_fd: int, destination: str, strict: bool) -> int:
     return fd
 
 
-def _bind_mount(root_fd: int, m: Mount, index: int, opts: mountopts.MountOptions, bundle: str) -> None:
+def _bind_mount(root_fd: int, m: Mount, index: int, opts: mountopts.MountOptions, bundle: str,
+                tree: int | None = None) -> None:
     source = os.path.join(bundle, m.source) if m.source else ""
     if not source:
         raise ConfigError(f"mounts[{index}].source", "required for a bind mount")
     try:
-        is_dir = stat.S_ISDIR(os.stat(source).st_mode)
+        is_dir = stat.S_ISDIR((os.stat(source) if tree is None else os.fstat(tree)).st_mode)
     except OSError as e:
         raise ConfigError(f"mounts[{index}].source", f"`{source}`: {os.strerror(e.errno or 0).lower()}") from None
     target = mkdir_all(root_fd, m.destination) if is_dir else make_file(root_fd, m.destination)
     flags = c("MS_BIND") | (c("MS_REC") if opts.recursive else 0)
     try:
-        syscalls.mount(source, fd_path(target), None, flags, None,
-                       what=f"bind `{source}` on `{m.destination}` (mounts[{index}])")
+        if tree is not None:
+            userns.move_mount(tree, target, f"attach `{source}` on `{m.destination}` (mounts[{index}])")
+        else:
+            syscalls.mount(source, fd_path(target), None, flags, None,
+                           what=f"bind `{source}` on `{m.destination}` (mounts[{index}])")
     finally:
         os.close(target)
     if opts.flags & ~(c("MS_REC") | c("MS_BIND")) or opts.clear:

@@ -13,13 +13,20 @@ import signal
 
 import prctl
 
-from minirun import cgroups
+from minirun import cgroups, hooks
 from minirun.cgroups.base import Manager
 from minirun.cgroups.resources import Resources, device_rules_for
+from minirun.linux import userns
 from minirun.process import init
 from minirun.process.sync import Channel
 from minirun.spec.model import Config
-from minirun.state import State, Store, now_rfc3339, process_start_time
+from minirun.state import State, Status, Store, now_rfc3339, process_start_time
+
+TYPE_CHECKING = False  # importing typing costs start-up time; only the type checker needs it
+if TYPE_CHECKING:
+    from typing import Any
+
+    from minirun.spec.seccomp import Seccomp
 
 
 class CreateOptions:
@@ -35,6 +42,7 @@ def create(store: Store, container_id: str, config: Config, opts: CreateOptions)
     stage1_pid = init_pid = 0
     chan: Channel | None = None
     manager: Manager | None = None
+    bind_trees: dict[int, int] = {}
     try:
         fifo_path = os.path.join(state_dir, "exec.fifo")
         old_umask = os.umask(0)
@@ -43,15 +51,21 @@ def create(store: Store, container_id: str, config: Config, opts: CreateOptions)
         finally:
             os.umask(old_umask)
         fifo_fd = os.open(fifo_path, os.O_PATH | os.O_CLOEXEC)
+        bind_trees = userns.prepare_bind_trees(config)  # on the host: see linux/userns.py
         # Orphans of the first child come back to us, so a failed create can reap its init.
         prctl.set_child_subreaper(True)
         chan, child_chan = Channel.pair()
         stage1_pid = os.fork()
         if stage1_pid == 0:
             chan.close()
-            init.stage1(child_chan, init.Plan(config, fifo_fd, opts.no_pivot))
+            init.stage1(child_chan, init.Plan(config, fifo_fd, opts.no_pivot, bind_trees))
         child_chan.close()
         os.close(fifo_fd)
+        if config.extras.affinity_initial:  # the spec's "before the transition to the container's cgroup"
+            from minirun.linux import sched
+
+            sched.set_affinity(config.extras.affinity_initial, "process.execCPUAffinity.initial", stage1_pid)
+        _close_all(bind_trees)
 
         # Into the cgroup before the child unshares: its cgroup namespace is rooted there, and the
         # init is born inside its limits.
@@ -59,22 +73,41 @@ def create(store: Store, container_id: str, config: Config, opts: CreateOptions)
         manager.apply(stage1_pid)
         manager.set(config.linux.resources or Resources(), extra_device_rules=device_rules_for(config.linux.devices))
         chan.send("go")
+        if userns.needs_new(config.linux):
+            chan.expect("userns")
+            userns.write_maps(stage1_pid, config.linux)
+            chan.send("mapped")
         init_pid = int(chan.expect("init")["pid"])
+        if config.extras.net_devices:  # the init's network namespace exists; it waits for our "go"
+            from minirun.linux import netdevices
+
+            netdevices.move_in(init_pid, config.extras.net_devices, state_dir)
         os.waitpid(stage1_pid, 0)
         stage1_pid = 0
         chan.send("go")
-        chan.expect("created")
-
         state = State(
             id=container_id, bundle=config.bundle, rootfs=config.root_path, pid=init_pid,
             pid_start=process_start_time(init_pid) or 0, created=now_rfc3339(), owner=_owner(),
             annotations=config.annotations, config=config.raw, cgroup=manager.to_state(),
         )
+        chan.expect("hooks")  # the init's mounts are made; it waits before pivot_root
+        hook_state = hooks.hook_state(state.oci(Status.CREATING), Status.CREATING, init_pid)
+        hooks.run_hooks(config.hooks, ("prestart", "createRuntime"), hook_state)
+        chan.send("go", state=hook_state)
+        if config.linux.seccomp is not None and config.linux.seccomp.uses_notify():
+            _pass_seccomp_fd(chan, config.linux.seccomp, {**state.oci(Status.CREATING), "pid": init_pid})
+        chan.expect("created")
+
         store.save(state)
         if opts.pid_file:
             write_pid_file(opts.pid_file, init_pid)
         return state
     except BaseException:
+        if config.extras.net_devices:  # while the namespace lives: virtual devices die with it
+            from minirun.linux import netdevices
+
+            with contextlib.suppress(Exception):
+                netdevices.move_back(config.extras.net_devices, state_dir)
         _undo(stage1_pid, init_pid)
         if manager is not None:
             with contextlib.suppress(Exception):
@@ -82,8 +115,31 @@ def create(store: Store, container_id: str, config: Config, opts: CreateOptions)
         store.remove(container_id)
         raise
     finally:
+        _close_all(bind_trees)
         if chan is not None:
             chan.close()
+
+
+def _close_all(fds: dict[int, int]) -> None:
+    for fd in fds.values():
+        os.close(fd)
+    fds.clear()
+
+
+def _pass_seccomp_fd(chan: Channel, sc: Seccomp, state: dict[str, Any]) -> None:
+    """The init sends its notify fd right after loading the filter; listenerPath is a host path, out
+    of the init's reach after pivot_root, so the runtime connects to it and sends the fd on."""
+    from minirun.errors import MinirunError
+    from minirun.linux import seccomp
+
+    _, fds = chan.expect_fds("seccomp")
+    try:
+        if len(fds) != 1:
+            raise MinirunError(f"container init: expected one seccomp notify fd, got {len(fds)}")
+        seccomp.send_to_listener(sc, fds[0], int(state["pid"]), state)
+    finally:
+        for fd in fds:
+            os.close(fd)  # the listener has its own copy now
 
 
 def _undo(stage1_pid: int, init_pid: int) -> None:

@@ -24,7 +24,7 @@ def run(store: Store, container_id: str, config: Config, opts: CreateOptions, de
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED | {signal.SIGCHLD})
     state = create(store, container_id, config, opts)
     _start_or_delete(store, container_id)
-    status = _wait_forwarding(state.pid)
+    status = wait_forwarding(state.pid)
     if not keep:
         container.delete(store, container_id, force=True)
     return status
@@ -39,7 +39,7 @@ def _start_or_delete(store: Store, container_id: str) -> None:
         raise
 
 
-def _wait_forwarding(pid: int) -> int:
+def wait_forwarding(pid: int) -> int:
     """Forward signals to `pid` until it exits; reap every orphan that reaches us as subreaper."""
     waited = FORWARDED | {signal.SIGCHLD}
     while True:

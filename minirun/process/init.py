@@ -19,16 +19,23 @@ import socket
 
 import prctl
 
-from minirun.errors import kernel_error
+from minirun import hooks
+from minirun.errors import MinirunError, kernel_error
 from minirun.linux import (
     capabilities,
     devices,
     execute,
     identity,
+    lsm,
     namespaces,
     rlimits,
     rootfs,
+    sched,
+    seccomp,
     syscalls,
+    sysctl,
+    timens,
+    userns,
 )
 from minirun.linux.paths import mkdir_all
 from minirun.process.sync import Channel
@@ -42,12 +49,15 @@ if TYPE_CHECKING:
 class Plan:
     """What the child side needs from the parent."""
 
-    __slots__ = ("config", "fifo_fd", "no_pivot")
+    __slots__ = ("bind_trees", "config", "fifo_fd", "no_pivot")
 
-    def __init__(self, config: Config, fifo_fd: int, no_pivot: bool) -> None:
+    def __init__(self, config: Config, fifo_fd: int, no_pivot: bool,
+                 bind_trees: dict[int, int] | None = None) -> None:
         self.config = config
         self.fifo_fd = fifo_fd  # O_PATH fd of the exec fifo, reopened for writing after pivot_root
         self.no_pivot = no_pivot
+        # index in config.mounts -> fd of a detached bind source the runtime made (linux/userns.py)
+        self.bind_trees = bind_trees or {}
 
 
 def stage1(chan: Channel, plan: Plan) -> NoReturn:
@@ -56,9 +66,21 @@ def stage1(chan: Channel, plan: Plan) -> NoReturn:
         prctl.set_dumpable(False)  # before any setns: nothing in the container may ptrace us
         prctl.set_pdeathsig(signal.SIGKILL)  # the runtime died mid-create: do not linger
         chan.expect("go")  # the runtime has put this process in the container's cgroup
+        lsm.check_host(plan.config.extras)
         ns = plan.config.linux.namespaces
-        namespaces.join(namespaces.open_joined(ns))
-        syscalls.unshare(namespaces.unshare_flags(ns))
+        namespaces.join(namespaces.open_joined(ns))  # a user namespace given by path first of all
+        flags = namespaces.unshare_flags(ns)
+        if userns.needs_new(plan.config.linux):
+            # Alone and first, so that it owns the namespaces unshared below; the runtime writes its
+            # maps from outside, as only a process in the parent user namespace can.
+            syscalls.unshare(namespaces.flag("user"))
+            flags &= ~namespaces.flag("user")
+            chan.send("userns")
+            chan.expect("mapped")
+        if plan.config.linux.namespace("user"):
+            userns.become_root()
+        syscalls.unshare(flags)
+        timens.write_offsets(plan.config.extras.time_offsets)  # before any process is in the namespace
         pid = os.fork()
         if pid == 0:
             init(chan, plan)
@@ -78,7 +100,7 @@ def init(chan: Channel, plan: Plan) -> NoReturn:
 
 
 def _init(chan: Channel, plan: Plan) -> NoReturn:
-    config, process = plan.config, plan.config.process
+    config, process, extras = plan.config, plan.config.process, plan.config.extras
     prctl.set_pdeathsig(0)  # our parent (stage1) exits on purpose; the channel tells us if the runtime dies
     os.umask(0)  # device and directory modes exactly as configured; process.user.umask is set later
     chan.expect("go")
@@ -92,19 +114,30 @@ def _init(chan: Channel, plan: Plan) -> NoReturn:
         _sethostname(config.hostname)
     if config.domainname:
         syscalls.setdomainname(config.domainname)
+    sysctl.apply(extras.sysctl)
 
     # Filesystem view: all mounting happens here, before pivot_root (see linux/rootfs.py).
     null_fd = rootfs.open_host_null()
     trampoline_fd = execute.sealed_trampoline()
+    seccomp_filter = seccomp.compile_filter(config.linux.seccomp) if config.linux.seccomp else None
+    seccomp_at = _seccomp_load_point(seccomp_filter, process.no_new_privileges)
     proc_fds = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    exec_attrs = lsm.open_exec_attrs(extras)  # /proc/self/attr of the host's procfs, written before exec
     root_fd = rootfs.prepare_root(config)
-    rootfs.mount_all(root_fd, config)
+    rootfs.mount_all(root_fd, config, plan.bind_trees)
+    for tree in plan.bind_trees.values():
+        os.close(tree)
     devices.create_devices(root_fd, config)
     rootfs.mask_paths(root_fd, config.linux.masked_paths, null_fd)
     rootfs.readonly_paths(root_fd, config.linux.readonly_paths)
     os.close(mkdir_all(root_fd, process.cwd))
     os.close(root_fd)
     os.close(null_fd)
+    # The runtime runs prestart and createRuntime hooks meanwhile (in its own namespaces); then
+    # createContainer runs from here: in our namespaces, with the host's filesystem still in view.
+    chan.send("hooks")
+    hook_state = chan.expect("go")["state"]
+    hooks.run_hooks(config.hooks, ("createContainer",), hook_state, umask=0o022)
     if plan.no_pivot or rootfs.root_cannot_pivot():
         rootfs.move_root(config.root_path)
     else:
@@ -113,8 +146,14 @@ def _init(chan: Channel, plan: Plan) -> NoReturn:
 
     # Privileges: limits first (raising them needs CAP_SYS_RESOURCE), capabilities last.
     rlimits.apply(process.rlimits)
+    # Inherited across exec; set while we still have CAP_SYS_NICE and CAP_SYS_ADMIN.
+    sched.set_scheduler(extras.scheduler)
+    sched.set_io_priority(extras.io_priority)
+    sched.set_memory_policy(extras.memory_policy)
     env = _with_home(process.env, process.user.uid)
     syscalls.close_range_cloexec(3)  # no host fd reaches the container, whatever we inherited
+    if seccomp_at == "privileged":
+        _load_seccomp(chan, seccomp_filter)
     caps = process.capabilities
     if caps is not None:
         capabilities.drop_bounding(capabilities.mask(caps.bounding, "bounding"))
@@ -125,14 +164,48 @@ def _init(chan: Channel, plan: Plan) -> NoReturn:
         prctl.set_no_new_privs(True)
     rootfs.chdir_cwd(process.cwd)
     path = execute.find_executable(process.args[0], env)
+    if seccomp_at == "created":
+        _load_seccomp(chan, seccomp_filter)
 
     chan.send("created")
     # Blocks until `start` opens the fifo for reading; reopened through our own fd table because the
     # fifo's path is outside the new root. Written as the container user: the fifo is mode 0622.
     fifo = os.open(str(plan.fifo_fd), os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc_fds)
     os.write(fifo, b"0")
-    os.close(fifo)
+    # `start` reads on until exec closes the fifo (O_CLOEXEC); what it reads is why we did not exec.
+    try:
+        hooks.run_hooks(config.hooks, ("startContainer",), {**hook_state, "status": "created"})
+        # Last, so that no hook inherits them: each would apply to the hook's process too.
+        sched.set_affinity(extras.affinity_final, "process.execCPUAffinity.final")
+        sched.set_personality(extras.personality)
+        lsm.write_exec_attrs(exec_attrs)
+        if seccomp_at == "exec":
+            _load_seccomp(chan, seccomp_filter)  # a failure reaches `start` through the fifo
+    except MinirunError as e:
+        os.write(fifo, str(e).encode()[:4096])
+        raise
     execute.exec_container(trampoline_fd, path, process.args, env)
+
+
+def _seccomp_load_point(flt: seccomp.Filter | None, no_new_privs: bool) -> str:
+    """Where the filter goes on. Once loaded it binds this interpreter too, so as late as possible:
+    right before exec. Two things move it earlier. Without no_new_privs loading needs CAP_SYS_ADMIN,
+    so it must precede dropping capabilities ("privileged", as runc does; the profile must then allow
+    the capset/setuid/setgroups calls that follow). A notify fd must reach the runtime, which waits
+    only until "created" ("created"; the fifo and hooks then run under the filter)."""
+    if flt is None:
+        return ""
+    if not no_new_privs:
+        return "privileged"
+    return "created" if flt.notify else "exec"
+
+
+def _load_seccomp(chan: Channel, flt: seccomp.Filter | None) -> None:
+    assert flt is not None
+    fd = seccomp.load(flt)
+    if fd >= 0:
+        chan.send_fds("seccomp", [fd])
+        os.close(fd)
 
 
 def _reset_signals() -> None:

@@ -1,13 +1,21 @@
 """The channel between the runtime and the container's init: one JSON object per SEQPACKET message.
 
-Child → parent: {"type": "init", "pid": N}, {"type": "created"}, {"type": "error", "msg", "exit_code"}.
-Parent → child: {"type": "go"} at each point where the parent had work to do first.
+Child → parent: {"type": "init", "pid": N}, {"type": "hooks"}, {"type": "created"},
+{"type": "error", "msg", "exit_code"}.
+Parent → child: {"type": "go"} at each point where the parent had work to do first. The init sends
+"hooks" once its mounts are made, before pivot_root; the parent runs the prestart and createRuntime
+hooks and answers {"type": "go", "state": {...}}, the state the init's own hooks read on stdin.
+With a new user namespace, stage1 sends {"type": "userns"} right after unshare(CLONE_NEWUSER) and
+waits for {"type": "mapped"}: the parent has written its uid_map and gid_map.
+With a seccomp listener, the init sends {"type": "seccomp"} carrying the notify fd (SCM_RIGHTS) right
+after loading the filter, before "created".
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 
 from minirun.errors import ChildError, MinirunError
@@ -51,6 +59,36 @@ class Channel:
         if msg.get("type") != kind:
             raise MinirunError(f"container init: expected `{kind}`, got `{msg.get('type')}`")
         return msg
+
+    def send_fds(self, kind: str, fds: list[int], **data: Any) -> None:
+        """A message carrying `fds` (SCM_RIGHTS); the receiver must take it with expect_fds."""
+        socket.send_fds(self.sock, [json.dumps({"type": kind, **data}).encode()], fds)
+
+    def expect_fds(self, kind: str) -> tuple[dict[str, Any], list[int]]:
+        """Like expect, for a message sent with send_fds: the message and the fds it carried (the caller
+        closes them). A plain recv would make the kernel drop them."""
+        raw, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 16, socket.MSG_CMSG_CLOEXEC)
+        try:
+            msg = json.loads(raw) if raw else None
+            if msg is None:
+                raise MinirunError(f"container init: exited before `{kind}` (no error reported)")
+            if msg.get("type") == "error":
+                raise ChildError(str(msg.get("msg")), int(msg.get("exit_code", 1)))
+            if msg.get("type") != kind:
+                raise MinirunError(f"container init: expected `{kind}`, got `{msg.get('type')}`")
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return msg, fds
+
+    def expect_eof(self) -> None:
+        """The peer closed its end (on exec: its end is close-on-exec); an error message is raised."""
+        msg = self.recv()
+        if msg is not None and msg.get("type") == "error":
+            raise ChildError(str(msg.get("msg")), int(msg.get("exit_code", 1)))
+        if msg is not None:
+            raise MinirunError(f"container process: unexpected `{msg.get('type')}` before exec")
 
     def report(self, exc: BaseException) -> None:
         """Send an exception from the child side as an error message; never raises."""

@@ -18,7 +18,7 @@ PROPAGATIONS = ("", "private", "rprivate", "slave", "rslave", "shared", "rshared
                 "runbindable")
 DEVICE_TYPES = ("c", "b", "u", "p")
 # Namespaces a later part of minirun implements; refused by name until then.
-NAMESPACES_NOT_YET = ("user", "time")
+NAMESPACES_NOT_YET: tuple[str, ...] = ()
 
 
 def process_args_not_empty(c: Config) -> None:
@@ -78,6 +78,13 @@ def namespaces_known_and_unique(c: Config) -> None:
             raise ConfigError(f"linux.namespaces[{i}].path", f"must be an absolute path, not {ns.path!r}")
 
 
+def user_namespace_mappings(c: Config) -> None:
+    """Id mappings go with a new user namespace and it needs them; a mount's are for bind mounts."""
+    from minirun.spec.idmap import check_config
+
+    check_config(c)
+
+
 def hostname_needs_uts(c: Config) -> None:
     for field, value in (("hostname", c.hostname), ("domainname", c.domainname)):
         if value and c.linux.namespace("uts") is None:
@@ -135,7 +142,7 @@ def namespace_paths_match_type(c: Config) -> None:
 
 PURE_CHECKS: list[Callable[[Config], None]] = [
     process_args_not_empty, process_cwd_absolute, process_env_pairs, process_rlimits_known,
-    process_capabilities_known, namespaces_known_and_unique, hostname_needs_uts,
+    process_capabilities_known, namespaces_known_and_unique, user_namespace_mappings, hostname_needs_uts,
     mount_destinations_absolute, linux_paths_absolute, devices_valid, rootfs_propagation_known,
 ]
 HOST_CHECKS: list[Callable[[Config], None]] = [rootfs_is_directory, namespace_paths_match_type]

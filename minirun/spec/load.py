@@ -6,7 +6,9 @@ import json
 import os
 
 from minirun.errors import ConfigError
-from minirun.spec import checks
+from minirun.spec import checks, idmap
+from minirun.spec.extras import parse_extras
+from minirun.spec.hooks import parse_hooks
 from minirun.spec.model import (
     Capabilities,
     Config,
@@ -25,13 +27,12 @@ if TYPE_CHECKING:
     from typing import Any
 
     from minirun.cgroups.resources import Resources
+    from minirun.spec.seccomp import Seccomp
 
 # Fields of the spec that a later part of minirun implements. Until then a config that uses them is
 # refused by name: silently running without a seccomp filter or an id mapping would be a security bug.
 NOT_YET_SUPPORTED = (
-    "linux.seccomp", "linux.uidMappings", "linux.gidMappings", "linux.sysctl", "linux.timeOffsets",
-    "linux.personality", "linux.intelRdt", "linux.netDevices", "linux.memoryPolicy",
-    "process.scheduler", "process.ioPriority", "process.execCPUAffinity",
+    "linux.intelRdt",
 )
 
 
@@ -63,15 +64,13 @@ def parse_config(data: Any, bundle: str) -> Config:
         holder = top.get(section)
         if holder is not None and holder.get(key) is not None:
             raise ConfigError(dotted, "not supported by this version of minirun")
-    hooks = top.get("hooks")
-    if hooks is not None and any(v for v in hooks.obj().values()):
-        raise ConfigError("hooks", "not supported by this version of minirun")
+    hooks = parse_hooks(top.get("hooks"))
 
     root = top.need("root")
     root_path = root.need("path").string()
     linux = _linux(top.get("linux"))
     mounts, annotations = top.get("mounts"), top.get("annotations")
-    return Config(
+    config = Config(
         bundle=bundle,
         root_path=os.path.normpath(os.path.join(bundle, root_path)),
         root_readonly=root.opt_bool("readonly"),
@@ -83,7 +82,10 @@ def parse_config(data: Any, bundle: str) -> Config:
         linux=linux,
         annotations=annotations.str_map() if annotations else {},
         raw=data,
+        hooks=hooks or None,
     )
+    config.extras = parse_extras(top, linux.namespaces)
+    return config
 
 
 def _process(p: Field) -> Process:
@@ -135,7 +137,9 @@ def _rlimit(r: Field) -> Rlimit:
 def _mount(m: Field) -> Mount:
     m.obj()
     return Mount(destination=m.need("destination").string(), type=m.opt_str("type"),
-                 source=m.opt_str("source"), options=m.opt_strs("options"))
+                 source=m.opt_str("source"), options=m.opt_strs("options"),
+                 uid_mappings=idmap.parse_mappings(m.get("uidMappings")),
+                 gid_mappings=idmap.parse_mappings(m.get("gidMappings")))
 
 
 def _linux(lx: Field | None) -> Linux:
@@ -145,7 +149,7 @@ def _linux(lx: Field | None) -> Linux:
     namespaces = lx.get("namespaces")
     devices = lx.get("devices")
     resources = lx.get("resources")
-    return Linux(
+    linux = Linux(
         namespaces=[Namespace(type=n.need("type").string(), path=n.opt_str("path"))
                     for n in (namespaces.items() if namespaces else [])],
         devices=[_device(d) for d in (devices.items() if devices else [])],
@@ -155,6 +159,18 @@ def _linux(lx: Field | None) -> Linux:
         cgroups_path=lx.opt_str("cgroupsPath"),
         resources=_resources(resources),
     )
+    linux.uid_mappings = idmap.parse_mappings(lx.get("uidMappings"))
+    linux.gid_mappings = idmap.parse_mappings(lx.get("gidMappings"))
+    linux.seccomp = _seccomp(lx.get("seccomp"))
+    return linux
+
+
+def _seccomp(f: Field | None) -> Seccomp | None:
+    if f is None:
+        return None
+    from minirun.spec.seccomp import parse_seccomp  # only configs with a filter pay for it
+
+    return parse_seccomp(f)
 
 
 def _resources(f: Field | None) -> Resources | None:
@@ -177,3 +193,9 @@ def _device(d: Field) -> Device:
         uid=d.opt_int("uid", 0, UINT32_MAX - 1),
         gid=d.opt_int("gid", 0, UINT32_MAX - 1),
     )
+
+
+def parse_process(data: Any, where: str) -> Process:
+    """An OCI process object on its own (`exec --process`, or the saved config's for `exec`); `where`
+    prefixes the field names in errors."""
+    return _process(Field(data, where))

@@ -6,11 +6,15 @@ code per class, which costs ~15 ms on every `create` and `run`.
 
 from __future__ import annotations
 
+from minirun.spec.extras import Extras
+
 TYPE_CHECKING = False  # importing typing costs start-up time; only the type checker needs it
 if TYPE_CHECKING:
     from typing import Any
 
     from minirun.cgroups.resources import Resources
+    from minirun.spec.hooks import Hooks
+    from minirun.spec.seccomp import Seccomp
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 
@@ -55,13 +59,25 @@ class Process:
         self.oom_score_adj = oom_score_adj
 
 
+class IDMapping:
+    """One line of a uid_map or gid_map: `size` ids from `container_id` are `host_id`... on the host."""
+
+    __slots__ = ("container_id", "host_id", "size")
+
+    def __init__(self, container_id: int, host_id: int, size: int) -> None:
+        self.container_id, self.host_id, self.size = container_id, host_id, size
+
+
 class Mount:
-    __slots__ = ("destination", "options", "source", "type")
+    __slots__ = ("destination", "gid_mappings", "options", "source", "type", "uid_mappings")
 
     def __init__(self, destination: str, type: str = "", source: str = "",
-                 options: list[str] | None = None) -> None:
+                 options: list[str] | None = None, uid_mappings: list[IDMapping] | None = None,
+                 gid_mappings: list[IDMapping] | None = None) -> None:
         self.destination, self.type, self.source = destination, type, source
         self.options = options or []
+        self.uid_mappings = uid_mappings or []  # non-empty: an id-mapped bind mount
+        self.gid_mappings = gid_mappings or []
 
 
 class Namespace:
@@ -81,8 +97,8 @@ class Device:
 
 
 class Linux:
-    __slots__ = ("cgroups_path", "devices", "masked_paths", "namespaces", "readonly_paths", "resources",
-                 "rootfs_propagation")
+    __slots__ = ("cgroups_path", "devices", "gid_mappings", "masked_paths", "namespaces", "readonly_paths",
+                 "resources", "rootfs_propagation", "seccomp", "uid_mappings")
 
     def __init__(self, namespaces: list[Namespace] | None = None, devices: list[Device] | None = None,
                  masked_paths: list[str] | None = None, readonly_paths: list[str] | None = None,
@@ -95,19 +111,23 @@ class Linux:
         self.rootfs_propagation = rootfs_propagation
         self.cgroups_path = cgroups_path
         self.resources = resources  # None when linux.resources is absent
+        self.uid_mappings: list[IDMapping] = []  # for a new user namespace
+        self.gid_mappings: list[IDMapping] = []
+        self.seccomp: Seccomp | None = None  # None when linux.seccomp is absent
 
     def namespace(self, ns_type: str) -> Namespace | None:
         return next((ns for ns in self.namespaces if ns.type == ns_type), None)
 
 
 class Config:
-    __slots__ = ("annotations", "bundle", "domainname", "hostname", "linux", "mounts", "oci_version",
-                 "process", "raw", "root_path", "root_readonly")
+    __slots__ = ("annotations", "bundle", "domainname", "extras", "hooks", "hostname", "linux", "mounts",
+                 "oci_version", "process", "raw", "root_path", "root_readonly")
 
     def __init__(self, bundle: str, root_path: str, root_readonly: bool, process: Process,
                  oci_version: str = "", hostname: str = "", domainname: str = "",
                  mounts: list[Mount] | None = None, linux: Linux | None = None,
-                 annotations: dict[str, str] | None = None, raw: dict[str, Any] | None = None) -> None:
+                 annotations: dict[str, str] | None = None, raw: dict[str, Any] | None = None,
+                 hooks: Hooks | None = None) -> None:
         self.bundle = bundle
         self.root_path = root_path  # absolute
         self.root_readonly = root_readonly
@@ -117,3 +137,6 @@ class Config:
         self.linux = linux or Linux()
         self.annotations = annotations or {}
         self.raw = raw or {}
+        self.hooks = hooks  # None when there are none
+        # sysctl, time offsets, personality, scheduling, affinity, memory policy, net devices, LSM labels
+        self.extras = Extras()

@@ -355,3 +355,11 @@ def test_every_verb_in_the_command_table_has_working_help(runtime: Runtime) -> N
         for opt in verb.options:
             if not opt.hidden:
                 assert any(n in result.stdout for n in opt.names), (name, opt.names)
+
+
+def test_features_prints_the_features_structure(runtime: Runtime) -> None:
+    from minirun.features import features
+
+    result = runtime.cmd("features")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == features()

@@ -66,3 +66,11 @@ def test_signal_names_and_numbers(text: str, number: int) -> None:
 def test_bad_signals(text: str) -> None:
     with pytest.raises(UsageError):
         parse_signal(text)
+
+
+def test_repeatable_options_collect_and_options_stop_at_the_command_line() -> None:
+    parsed = fastparse.parse(["exec", "-e", "A=1", "--env", "B=2", "-d", "box", "sh", "-c", "echo -e x"])
+    assert parsed is not None
+    assert parsed.options["env"] == ["A=1", "B=2"] and parsed.options["detach"] is True
+    assert parsed.options["container_id"] == "box" and parsed.options["args"] == ["sh", "-c", "echo -e x"]
+    assert parsed.options["cap"] == []
