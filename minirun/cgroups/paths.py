@@ -95,18 +95,23 @@ def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[Hierarchy]:
     return found
 
 
+_read_once: dict[str, list[tuple[str, list[str], str]]] = {}
+
+
 def own_cgroup(controller_or_unified: str, proc_cgroup: str = "/proc/self/cgroup") -> str:
     """This process's cgroup in the hierarchy of a v1 controller ("memory", "name=systemd"), or in the
     unified hierarchy for "" or "unified". "/" when the hierarchy is not listed."""
     unified = controller_or_unified in ("", "unified")
-    with open(proc_cgroup) as f:
-        for line in f:
-            hier_id, ctrls, path = line.rstrip("\n").split(":", 2)
-            if unified:
-                if hier_id == "0" and ctrls == "":
-                    return path
-            elif controller_or_unified in ctrls.split(","):
+    if proc_cgroup not in _read_once:  # asked once per hierarchy: one read per command is enough
+        with open(proc_cgroup) as f:
+            lines = [line.rstrip("\n").split(":", 2) for line in f]
+        _read_once[proc_cgroup] = [(h, c.split(","), p) for h, c, p in lines]
+    for hier_id, ctrls, path in _read_once[proc_cgroup]:
+        if unified:
+            if hier_id == "0" and ctrls == [""]:
                 return path
+        elif controller_or_unified in ctrls:
+            return path
     return "/"
 
 

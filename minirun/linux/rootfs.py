@@ -71,10 +71,13 @@ def prepare_root(config: Config) -> int:
     return os.open(config.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def mount_all(root_fd: int, config: Config, trees: dict[int, int] | None = None) -> None:
-    """`trees`: mount index -> detached (id-mapped) tree to attach instead of binding (linux/userns.py)."""
-    for index, m in enumerate(config.mounts):
-        mount_one(root_fd, m, index, config, (trees or {}).get(index))
+def mount_all(root_fd: int, config: Config, trees: dict[int, int] | None = None, start: int = 0,
+              stop: int | None = None) -> None:
+    """config.mounts[start:stop], in order. `trees`: mount index -> detached (id-mapped) tree to attach
+    instead of binding (linux/userns.py)."""
+    end = len(config.mounts) if stop is None else stop
+    for index in range(start, end):
+        mount_one(root_fd, config.mounts[index], index, config, (trees or {}).get(index))
 
 
 def mount_one(root_fd: int, m: Mount, index: int, config: Config, tree: int | None = None) -> None:

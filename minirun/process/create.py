@@ -67,12 +67,6 @@ def create(store: Store, container_id: str, config: Config, opts: CreateOptions)
             sched.set_affinity(config.extras.affinity_initial, "process.execCPUAffinity.initial", stage1_pid)
         _close_all(bind_trees)
 
-        # Into the cgroup before the child unshares: its cgroup namespace is rooted there, and the
-        # init is born inside its limits.
-        manager = cgroups.manager_for(container_id, config.linux.cgroups_path)
-        manager.apply(stage1_pid)
-        manager.set(config.linux.resources or Resources(), extra_device_rules=device_rules_for(config.linux.devices))
-        chan.send("go")
         if userns.needs_new(config.linux):
             chan.expect("userns")
             userns.write_maps(stage1_pid, config.linux)
@@ -85,6 +79,12 @@ def create(store: Store, container_id: str, config: Config, opts: CreateOptions)
         os.waitpid(stage1_pid, 0)
         stage1_pid = 0
         chan.send("go")
+        # Into the cgroup while the init makes its first mounts: the move waits for an RCU grace period,
+        # and the init needs to be there only from its cgroup namespace on (init._enter_cgroup).
+        manager = cgroups.manager_for(container_id, config.linux.cgroups_path)
+        manager.apply(init_pid)
+        manager.set(config.linux.resources or Resources(), extra_device_rules=device_rules_for(config.linux.devices))
+        chan.send("cgroup")
         state = State(
             id=container_id, bundle=config.bundle, rootfs=config.root_path, pid=init_pid,
             pid_start=process_start_time(init_pid) or 0, created=now_rfc3339(), owner=_owner(),

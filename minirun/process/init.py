@@ -1,9 +1,10 @@
 """The child side of container creation, top to bottom.
 
-stage1() runs in the first child: it joins or creates the namespaces and forks the container's init
-(which is PID 1 when there is a new pid namespace: unshare(CLONE_NEWPID) only affects children, and
-the runtime itself must stay outside). init() then builds the filesystem view, pivots into it, drops
-privileges, reports `created`, waits on the exec fifo for `start`, and execs.
+stage1() runs in the first child: it joins or creates the namespaces (all but the cgroup one) and
+forks the container's init (which is PID 1 when there is a new pid namespace: unshare(CLONE_NEWPID)
+only affects children, and the runtime itself must stay outside). init() then builds the filesystem
+view — the runtime moves it into its cgroup meanwhile, and it makes its cgroup namespace once there —
+pivots into it, drops privileges, reports `created`, waits on the exec fifo for `start`, and execs.
 
 Everything here is imported before pivot_root: afterwards the host's site-packages are out of reach.
 Any exception travels to the parent over the channel and the process exits 255 without running
@@ -65,11 +66,11 @@ def stage1(chan: Channel, plan: Plan) -> NoReturn:
         _reset_signals()
         prctl.set_dumpable(False)  # before any setns: nothing in the container may ptrace us
         prctl.set_pdeathsig(signal.SIGKILL)  # the runtime died mid-create: do not linger
-        chan.expect("go")  # the runtime has put this process in the container's cgroup
         lsm.check_host(plan.config.extras)
         ns = plan.config.linux.namespaces
         namespaces.join(namespaces.open_joined(ns))  # a user namespace given by path first of all
-        flags = namespaces.unshare_flags(ns)
+        # The cgroup namespace is made by the init once it is in its cgroup (see _enter_cgroup).
+        flags = namespaces.unshare_flags(ns) & ~namespaces.flag("cgroup")
         if userns.needs_new(plan.config.linux):
             # Alone and first, so that it owns the namespaces unshared below; the runtime writes its
             # maps from outside, as only a process in the parent user namespace can.
@@ -124,7 +125,11 @@ def _init(chan: Channel, plan: Plan) -> NoReturn:
     proc_fds = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     exec_attrs = lsm.open_exec_attrs(extras)  # /proc/self/attr of the host's procfs, written before exec
     root_fd = rootfs.prepare_root(config)
-    rootfs.mount_all(root_fd, config, plan.bind_trees)
+    cgroup_mounts_from = next((i for i, m in enumerate(config.mounts) if m.type in ("cgroup", "cgroup2")),
+                              len(config.mounts))
+    rootfs.mount_all(root_fd, config, plan.bind_trees, stop=cgroup_mounts_from)
+    _enter_cgroup(chan, config)
+    rootfs.mount_all(root_fd, config, plan.bind_trees, start=cgroup_mounts_from)
     for tree in plan.bind_trees.values():
         os.close(tree)
     devices.create_devices(root_fd, config)
@@ -185,6 +190,21 @@ def _init(chan: Channel, plan: Plan) -> NoReturn:
         os.write(fifo, str(e).encode()[:4096])
         raise
     execute.exec_container(trampoline_fd, path, process.args, env)
+
+
+def _enter_cgroup(chan: Channel, config: Config) -> None:
+    """Wait until the runtime has moved us into the container's cgroup, then make the cgroup namespace.
+
+    Moving a process between cgroups waits for an RCU grace period (cgroup v1 especially: tens of
+    milliseconds on an idle machine); the runtime does it while we make the mounts before the first
+    cgroup mount. The namespace is rooted at the cgroup we are in when it is made, so it and every
+    cgroup mount come after the move; and the process is in its cgroup long before it execs, runs a
+    hook, creates a device node or forks.
+    """
+    chan.expect("cgroup")
+    ns = config.linux.namespace("cgroup")
+    if ns is not None and not ns.path:
+        syscalls.unshare(namespaces.flag("cgroup"))
 
 
 def _seccomp_load_point(flt: seccomp.Filter | None, no_new_privs: bool) -> str:

@@ -2,7 +2,9 @@
 
 Child → parent: {"type": "init", "pid": N}, {"type": "hooks"}, {"type": "created"},
 {"type": "error", "msg", "exit_code"}.
-Parent → child: {"type": "go"} at each point where the parent had work to do first. The init sends
+Parent → child: {"type": "go"} at each point where the parent had work to do first, and
+{"type": "cgroup"} once the init is in the container's cgroup (it waits for that before its cgroup
+namespace and cgroup mounts, making the other mounts meanwhile). The init sends
 "hooks" once its mounts are made, before pivot_root; the parent runs the prestart and createRuntime
 hooks and answers {"type": "go", "state": {...}}, the state the init's own hooks read on stdin.
 With a new user namespace, stage1 sends {"type": "userns"} right after unshare(CLONE_NEWUSER) and
@@ -43,10 +45,21 @@ class Channel:
         self.sock.close()
 
     def send(self, kind: str, **data: Any) -> None:
-        self.sock.send(json.dumps({"type": kind, **data}).encode())
+        try:
+            self.sock.send(json.dumps({"type": kind, **data}).encode())
+        except (BrokenPipeError, ConnectionResetError):
+            # The other side failed and exited while we worked; its error message is waiting for us.
+            msg = self.recv()
+            if msg is not None and msg.get("type") == "error":
+                raise ChildError(str(msg.get("msg")), int(msg.get("exit_code", 1))) from None
+            raise MinirunError(f"container init: exited before `{kind}` reached it (no error reported)") from None
 
     def recv(self) -> dict[str, Any] | None:
-        raw = self.sock.recv(MAX_MESSAGE)
+        """The next message; None once the other side has closed (or reset) the channel."""
+        try:
+            raw = self.sock.recv(MAX_MESSAGE)
+        except ConnectionResetError:
+            return None
         return json.loads(raw) if raw else None
 
     def expect(self, kind: str) -> dict[str, Any]:
