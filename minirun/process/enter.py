@@ -25,7 +25,7 @@ import prctl
 
 from minirun import container
 from minirun.errors import WrongState, kernel_error
-from minirun.linux import capabilities, execute, identity, namespaces, rlimits, sched, seccomp, syscalls
+from minirun.linux import capabilities, execute, identity, namespaces, rlimits, rootfs, sched, seccomp, syscalls
 from minirun.process.create import write_pid_file
 from minirun.process.foreground import FORWARDED, wait_forwarding
 from minirun.process.sync import Channel
@@ -208,7 +208,7 @@ def _enter(chan: Channel, root_fd: int, trampoline_fd: int, entry: Entry) -> NoR
             capabilities.apply_sets(caps)
         if process.no_new_privileges:
             prctl.set_no_new_privs(True)
-        _chdir_inside(process.cwd)
+        rootfs.chdir_cwd(process.cwd)  # inside the root we are chrooted to: `..` cannot climb out
         path = execute.find_executable(process.args[0], env)
         sched.set_affinity(extras.affinity_final, "process.execCPUAffinity.final")
         sched.set_personality(extras.personality)
@@ -218,14 +218,6 @@ def _enter(chan: Channel, root_fd: int, trampoline_fd: int, entry: Entry) -> NoR
     except BaseException as e:
         chan.report(e)
     os._exit(255)
-
-
-def _chdir_inside(cwd: str) -> None:
-    """cwd is resolved inside the container's root (we are chrooted there); `..` cannot climb out."""
-    try:
-        os.chdir(cwd)
-    except OSError as e:
-        raise kernel_error(f"chdir to `{cwd}` (cwd) in the container", e) from None
 
 
 def _with_listen_fds(env: list[str], preserve_fds: int) -> list[str]:

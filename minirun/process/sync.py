@@ -50,9 +50,7 @@ class Channel:
         except (BrokenPipeError, ConnectionResetError):
             # The other side failed and exited while we worked; its error message is waiting for us.
             msg = self.recv()
-            if msg is not None and msg.get("type") == "error":
-                raise ChildError(str(msg.get("msg")), int(msg.get("exit_code", 1))) from None
-            raise MinirunError(f"container init: exited before `{kind}` reached it (no error reported)") from None
+            _checked(msg if msg is not None and msg.get("type") == "error" else None, kind)  # always raises
 
     def recv(self) -> dict[str, Any] | None:
         """The next message; None once the other side has closed (or reset) the channel."""
@@ -64,14 +62,7 @@ class Channel:
 
     def expect(self, kind: str) -> dict[str, Any]:
         """The next message, which must be `kind`; an error message from the child is raised here."""
-        msg = self.recv()
-        if msg is None:
-            raise MinirunError(f"container init: exited before `{kind}` (no error reported)")
-        if msg.get("type") == "error":
-            raise ChildError(str(msg.get("msg")), int(msg.get("exit_code", 1)))
-        if msg.get("type") != kind:
-            raise MinirunError(f"container init: expected `{kind}`, got `{msg.get('type')}`")
-        return msg
+        return _checked(self.recv(), kind)
 
     def send_fds(self, kind: str, fds: list[int], **data: Any) -> None:
         """A message carrying `fds` (SCM_RIGHTS); the receiver must take it with expect_fds."""
@@ -82,13 +73,7 @@ class Channel:
         closes them). A plain recv would make the kernel drop them."""
         raw, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 16, socket.MSG_CMSG_CLOEXEC)
         try:
-            msg = json.loads(raw) if raw else None
-            if msg is None:
-                raise MinirunError(f"container init: exited before `{kind}` (no error reported)")
-            if msg.get("type") == "error":
-                raise ChildError(str(msg.get("msg")), int(msg.get("exit_code", 1)))
-            if msg.get("type") != kind:
-                raise MinirunError(f"container init: expected `{kind}`, got `{msg.get('type')}`")
+            msg = _checked(json.loads(raw) if raw else None, kind)
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -98,10 +83,8 @@ class Channel:
     def expect_eof(self) -> None:
         """The peer closed its end (on exec: its end is close-on-exec); an error message is raised."""
         msg = self.recv()
-        if msg is not None and msg.get("type") == "error":
-            raise ChildError(str(msg.get("msg")), int(msg.get("exit_code", 1)))
         if msg is not None:
-            raise MinirunError(f"container process: unexpected `{msg.get('type')}` before exec")
+            _checked(msg, "the end of the channel (exec)")
 
     def report(self, exc: BaseException) -> None:
         """Send an exception from the child side as an error message; never raises."""
@@ -111,3 +94,15 @@ class Channel:
             msg, code = f"container init: {type(exc).__name__}: {exc}", 1
         with contextlib.suppress(OSError):
             self.send("error", msg=msg, exit_code=code)
+
+
+def _checked(msg: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    """`msg` if it is a `kind` message; an error message from the other side, or its absence (it exited),
+    or another message is raised as an error naming `kind`."""
+    if msg is None:
+        raise MinirunError(f"container init: exited before `{kind}` (no error reported)")
+    if msg.get("type") == "error":
+        raise ChildError(str(msg.get("msg")), int(msg.get("exit_code", 1)))
+    if msg.get("type") != kind:
+        raise MinirunError(f"container init: expected `{kind}`, got `{msg.get('type')}`")
+    return msg
