@@ -5,6 +5,7 @@
 # runs the command that run_vm.py left in the results share, records its exit status there and powers off.
 #
 # Results share (9p tag "results", mounted at /run/vm-results), written by the host before boot:
+#   repo      the repository's path, where the "repo" share is mounted
 #   cwd       the directory to run in
 #   argv      the command, one argument per line
 # and by this script:
@@ -51,6 +52,11 @@ mkdir -p "$RESULTS"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=none results "$RESULTS" \
     || die "cannot mount the results share (tag results)"
 echo "$boot_uptime" > "$RESULTS/boot-uptime"
+# The repository at its host path again, should it sit below one of the tmpfs mounts above.
+repo=$(cat "$RESULTS/repo" 2>/dev/null) || die "no repo in the results share"
+mkdir -p "$repo" 2>/dev/null
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro repo "$repo" \
+    || die "cannot mount the repository share (tag repo) on $repo"
 say "up after ${boot_uptime}s"
 
 # cgroup v2 only (the kernel has cgroup_no_v1=all), with systemd's mount options.

@@ -338,6 +338,9 @@ def qemu_command(kernel: Kernel, initramfs: Path, results: Path, console_log: Pa
         # numbers unique across the host's mounts (/work and others) that the export spans.
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={results},mount_tag=results,security_model=none",
+        # The repository once more, on its own: the guest mounts tmpfs over /tmp, /run and /var/tmp, and a
+        # checkout under one of those (as CI's may be) would otherwise be hidden. init.sh mounts it back.
+        "-virtfs", f"local,path={REPO},mount_tag=repo,security_model=none,readonly=on,multidevs=remap",
     ]
 
 
@@ -377,6 +380,7 @@ def run_in_vm(argv: list[str], timeout: float, cwd: Path = REPO) -> VmResult:
     try:
         (results / "argv").write_text("".join(arg + "\n" for arg in argv))
         (results / "cwd").write_text(f"{cwd}\n")
+        (results / "repo").write_text(f"{REPO}\n")
         command = qemu_command(kernel, initramfs, results, console_log)
         (run_dir / "qemu-command").write_text(" ".join(command) + "\n")
         timed_out = False
