@@ -5,10 +5,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # busybox-static: the test rootfs; libcap-dev: python-prctl; libc6-dev: static probe and trampoline;
-# runc: the reference the benchmark compares against; libseccomp-dev: the seccomp work;
+# runc: the reference the benchmark compares against; libseccomp-dev: the seccomp work; podman (brings
+# conmon): tests/integration/test_podman.py drives minirun as its runtime;
+# containerd: containerd, ctr and containerd-shim-runc-v2 for tests/integration/test_containerd.py;
 # tests/vm/packages.txt: qemu and a Debian kernel for the cgroup v2 VM (see tests/vm/README.md).
 VM_PACKAGES := $(shell grep -v '^\s*\(\#\|$$\)' tests/vm/packages.txt)
-SYSTEM_PACKAGES := $(sort busybox-static libcap-dev libc6-dev gcc make iproute2 runc libseccomp-dev $(VM_PACKAGES))
+SYSTEM_PACKAGES := $(sort busybox-static libcap-dev libc6-dev gcc make iproute2 runc libseccomp-dev podman containerd $(VM_PACKAGES))
 SHARED := ../shared
 
 .PHONY: deps install rootfs run test unit integration lint bench clean

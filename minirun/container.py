@@ -47,6 +47,11 @@ def start(store: Store, container_id: str) -> None:
         state, status = load(store, container_id)
         check_transition("start", container_id, status)
         fifo_path = store.fifo(container_id)
+        relay = None
+        if os.path.isdir(os.path.join(store.dir(container_id), "notify")) and os.environ.get("NOTIFY_SOCKET"):
+            from minirun import notify
+
+            relay = notify.Relay(store.dir(container_id))  # bound before the process can send
         try:
             fd = os.open(fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -63,6 +68,8 @@ def start(store: Store, container_id: str) -> None:
             from minirun import hooks
 
             hooks.run_hooks_warning(_hooks_of(state), "poststart", state.oci(Status.RUNNING))
+        if relay is not None:
+            relay.forward_until_ready(state.pid, lambda: process_start_time(state.pid) == state.pid_start)
 
 
 def _wait_for_exec(fd: int, state: State) -> str:

@@ -17,9 +17,9 @@ IDMAP_MOUNTS = True  # mounts' uidMappings/gidMappings (linux/userns.py)
 
 
 def mount_options() -> list[str]:
-    from minirun.linux.mountopts import BIND_OPTIONS, FLAG_OPTIONS, PROPAGATION_OPTIONS
+    from minirun.linux.mountopts import BIND_OPTIONS, EXTENSION_OPTIONS, FLAG_OPTIONS, PROPAGATION_OPTIONS
 
-    return sorted([*FLAG_OPTIONS, *PROPAGATION_OPTIONS, *BIND_OPTIONS])
+    return sorted([*FLAG_OPTIONS, *PROPAGATION_OPTIONS, *BIND_OPTIONS, *EXTENSION_OPTIONS])
 
 
 def capabilities() -> list[str]:

@@ -130,13 +130,9 @@ class Store:
         return path
 
     def remove(self, container_id: str) -> None:
-        """The directory holds only flat files we made (shutil costs milliseconds to import)."""
-        path = self.dir(container_id)
-        with contextlib.suppress(FileNotFoundError):
-            for name in os.listdir(path):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(path, name))
-            os.rmdir(path)
+        """The directory holds files we made and at most one level of directories (notify/); no
+        shutil.rmtree: it costs milliseconds to import, and nothing here is deeper."""
+        _remove_dir(self.dir(container_id), depth=1)
 
     def save(self, state: State) -> None:
         path = os.path.join(self.dir(state.id), "state.json")
@@ -186,6 +182,17 @@ class Store:
             yield
         finally:
             os.close(fd)
+
+
+def _remove_dir(path: str, depth: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(path):
+            with contextlib.suppress(FileNotFoundError):
+                if depth > 0 and entry.is_dir(follow_symlinks=False):
+                    _remove_dir(entry.path, depth - 1)
+                else:
+                    os.unlink(entry.path)
+        os.rmdir(path)
 
 
 def _frozen(state: State) -> bool:

@@ -37,6 +37,8 @@
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/utsname.h>
 #include <signal.h>
 
@@ -1113,6 +1115,26 @@ static int cmd_spin(const char *ssec)
     return j_finish();
 }
 
+/* sd_notify(3) by hand: send MESSAGE as one datagram to $NOTIFY_SOCKET. */
+static int cmd_notify(const char *message)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un addr;
+    int fd, rc;
+
+    if (path == NULL || strlen(path) >= sizeof(addr.sun_path))
+        return print_rc(-1);
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    strcpy(addr.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return print_rc(-1);
+    rc = (int)sendto(fd, message, strlen(message), 0, (struct sockaddr *)&addr, sizeof(addr));
+    close(fd);
+    return print_rc(rc < 0 ? -1 : 0);
+}
+
 /* ------------------------------------------------------------------------ */
 
 static void usage(void)
@@ -1175,6 +1197,8 @@ int main(int argc, char **argv)
         rc = cmd_affinity();
     else if (strcmp(cmd, "spin") == 0 && nargs == 1)
         rc = cmd_spin(argv[2]);
+    else if (strcmp(cmd, "notify") == 0 && nargs == 1)
+        rc = cmd_notify(argv[2]);
     else if (strcmp(cmd, "clock") == 0 && nargs == 0)
         rc = cmd_clock();
     else if (strcmp(cmd, "sched") == 0 && nargs == 0)

@@ -99,12 +99,12 @@ class Runtime:
         assert result.returncode == 0, result.stderr
         return result.json()
 
-    def detached(self, *args: str, global_args: tuple[str, ...] = ()) -> Result:
+    def detached(self, *args: str, global_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Result:
         """A minirun command that may leave a container behind (create, run -d): its stdio goes to files,
         not pipes, which the container would hold open until it exits."""
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             proc = subprocess.run([str(MINIRUN), "--root", str(self.root), *global_args, *args],
-                                  stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=60)
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=60, env=env)
             out.seek(0)
             err.seek(0)
             return Result(proc.returncode, out.read(), err.read())

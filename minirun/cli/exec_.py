@@ -28,23 +28,23 @@ def execute(g: Globals, *, process: str, tty: bool, console_socket: str, detach:
             env: list[str], user: str, additional_gids: list[str], cap: list[str], no_new_privs: bool,
             preserve_fds: int, ignore_paused: bool, process_label: str, apparmor: str, container_id: str,
             args: list[str]) -> int:
+    from minirun.cli.create import check_terminal
+
     validate_id(container_id)
-    if tty or console_socket:
-        raise UsageError("exec --tty/--console-socket: terminals are not supported by this version of minirun")
-    if preserve_fds < 0:
-        raise UsageError(f"--preserve-fds {preserve_fds}: must not be negative")
     if process:
         proc = _from_file(process)
+        proc.terminal = proc.terminal or tty
     else:
         state, _ = container.load(g.store, container_id)
         proc = parse_process(state.config.get("process", {}), "process")
         if not args:
             raise UsageError("exec: give the command to run (ARGS), or --process FILE")
         proc.args = list(args)
+        proc.terminal = tty  # as runc: the container's own process.terminal is not inherited
     _apply_flags(proc, cwd, env, user, additional_gids, cap, no_new_privs)
-    if proc.terminal:
-        raise UsageError("exec: process.terminal: terminals are not supported by this version of minirun")
-    opts = ExecOptions(detach=detach, pid_file=pid_file, preserve_fds=preserve_fds, ignore_paused=ignore_paused)
+    check_terminal(console_socket, preserve_fds, proc.terminal, detach)
+    opts = ExecOptions(detach=detach, pid_file=pid_file, preserve_fds=preserve_fds, ignore_paused=ignore_paused,
+                       console_socket=console_socket)
     return exec_in(g.store, container_id, proc, opts)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from minirun.cli.create import check_unsupported
+from minirun.cli.create import check_terminal
 from minirun.errors import UsageError
 from minirun.process.create import CreateOptions
 from minirun.process.foreground import run
@@ -41,6 +41,7 @@ def execute(g: Globals, *, bundle: str | None, pid_file: str, console_socket: st
     bundle_dir, container_id = split_target(target, bundle, name)
     validate_id(container_id)
     config = load_bundle(bundle_dir)
-    check_unsupported(console_socket, preserve_fds, config.process.terminal)
-    opts = CreateOptions(pid_file=pid_file, no_pivot=no_pivot)
+    check_terminal(console_socket, preserve_fds, config.process.terminal, detach)
+    opts = CreateOptions(pid_file=pid_file, no_pivot=no_pivot, console_socket=console_socket,
+                         preserve_fds=preserve_fds)
     return run(g.store, container_id, config, opts, detach=detach, keep=keep)

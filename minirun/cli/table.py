@@ -63,10 +63,10 @@ _ID = Arg("container_id", "ID")
 _BUNDLE = Opt(("-b", "--bundle"), "str", ".", "Bundle directory (holding config.json).")
 _CREATE_OPTIONS = (
     Opt(("--pid-file",), "str", "", "Write the container init's pid to this file."),
-    Opt(("--console-socket",), "str", "", "Unix socket to receive the pty master (not supported yet)."),
+    Opt(("--console-socket",), "str", "", "Unix socket to receive the pty master (process.terminal)."),
     Opt(("--no-pivot",), "flag", False, "Use MS_MOVE + chroot instead of pivot_root."),
     Opt(("--no-new-keyring",), "flag", False, "Accepted for runc compatibility; not used."),
-    Opt(("--preserve-fds",), "int", 0, "Pass fds 3..3+N-1 to the container (not supported yet)."),
+    Opt(("--preserve-fds",), "int", 0, "Pass fds 3..3+N-1 on (sets LISTEN_FDS/LISTEN_PID)."),
 )
 
 VERBS: dict[str, Verb] = {
@@ -83,8 +83,8 @@ VERBS: dict[str, Verb] = {
                 (Arg("target", "ID|BUNDLE_DIR", required=False),)),
     "exec": Verb("exec_", "Run a new process in a running container (ARGS, or --process).",
                  (Opt(("-p", "--process"), "str", "", "OCI process JSON file (instead of ARGS and the flags)."),
-                  Opt(("-t", "--tty"), "flag", False, "Allocate a pseudo-terminal (not supported yet)."),
-                  Opt(("--console-socket",), "str", "", "Unix socket for the pty master (not supported yet)."),
+                  Opt(("-t", "--tty"), "flag", False, "Give the process a pseudo-terminal."),
+                  Opt(("--console-socket",), "str", "", "Unix socket to receive the pty master (with -t -d)."),
                   Opt(("-d", "--detach"), "flag", False, "Return once the process runs."),
                   Opt(("--pid-file",), "str", "", "Write the process's pid to this file."),
                   Opt(("--cwd",), "str", "", "Working directory in the container."),

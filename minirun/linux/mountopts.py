@@ -34,10 +34,13 @@ PROPAGATION_OPTIONS: dict[str, tuple[str, ...]] = {
     "unbindable": ("MS_UNBINDABLE",), "runbindable": ("MS_UNBINDABLE", "MS_REC"),
 }
 BIND_OPTIONS = {"bind": False, "rbind": True}  # option -> recursive
+# runc's extension, sent by Podman for --tmpfs and --read-only: a tmpfs starts with a copy of what the
+# directory it covers held (linux/rootfs.py); never passed to the kernel.
+EXTENSION_OPTIONS = ("tmpcopyup",)
 
 
 class MountOptions:
-    __slots__ = ("bind", "clear", "data", "flags", "propagation", "recursive")
+    __slots__ = ("bind", "clear", "copyup", "data", "flags", "propagation", "recursive")
 
     def __init__(self) -> None:
         self.flags = 0  # flags to set
@@ -46,6 +49,7 @@ class MountOptions:
         self.bind = False
         self.recursive = False
         self.data: list[str] = []
+        self.copyup = False
 
     @property
     def data_string(self) -> str | None:
@@ -72,6 +76,8 @@ def parse(options: list[str]) -> MountOptions:
         elif opt in BIND_OPTIONS:
             out.bind = True
             out.recursive = out.recursive or BIND_OPTIONS[opt]
+        elif opt == "tmpcopyup":
+            out.copyup = True
         elif opt == "defaults":
             continue
         else:

@@ -90,11 +90,19 @@ def mount_one(root_fd: int, m: Mount, index: int, config: Config, tree: int | No
         # proc and sysfs mounted through a symlink is how "fake /proc" attacks start: refuse links.
         strict = m.type in ("proc", "sysfs")
         target = _dir_target(root_fd, m.destination, strict)
+        below = -1
         try:
+            if opts.copyup and m.type == "tmpfs":
+                # Opened before the mount: afterwards the path shows the empty tmpfs, the fd what it hides.
+                below = os.open(fd_path(target), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             syscalls.mount(m.source or m.type, fd_path(target), m.type, opts.flags, opts.data_string,
                            what=f"mount `{m.type}` on `{m.destination}` (mounts[{index}])")
+            if below >= 0:
+                _copy_up(below, root_fd, m.destination, index)
         finally:
             os.close(target)
+            if below >= 0:
+                os.close(below)
     if opts.propagation:
         target = open_in_root(root_fd, m.destination)
         try:
@@ -103,6 +111,52 @@ def mount_one(root_fd: int, m: Mount, index: int, config: Config, tree: int | No
                                what=f"set propagation of `{m.destination}` (mounts[{index}])")
         finally:
             os.close(target)
+
+
+def _copy_up(below: int, root_fd: int, destination: str, index: int) -> None:
+    """`tmpcopyup`: copy the directory a fresh tmpfs covers into it (files, links, nodes, owners)."""
+    top = open_in_root(root_fd, destination, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, no_symlinks=True)
+    try:
+        _copy_tree(below, top)
+    except OSError as e:
+        raise kernel_error(f"copy `{destination}` into its tmpfs (mounts[{index}] tmpcopyup)", e) from None
+    finally:
+        os.close(top)
+
+
+def _copy_tree(src: int, dst: int) -> None:
+    nofollow = os.O_NOFOLLOW | os.O_CLOEXEC
+    for name in os.listdir(src):
+        st = os.stat(name, dir_fd=src, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(name, 0o700, dir_fd=dst)
+            sub_src = os.open(name, os.O_RDONLY | os.O_DIRECTORY | nofollow, dir_fd=src)
+            try:
+                sub_dst = os.open(name, os.O_RDONLY | os.O_DIRECTORY | nofollow, dir_fd=dst)
+                try:
+                    _copy_tree(sub_src, sub_dst)
+                finally:
+                    os.close(sub_dst)
+            finally:
+                os.close(sub_src)
+        elif stat.S_ISREG(st.st_mode):
+            fin = os.open(name, os.O_RDONLY | nofollow, dir_fd=src)
+            try:
+                fout = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o600, dir_fd=dst)
+                try:
+                    while os.sendfile(fout, fin, None, 1 << 20) > 0:
+                        pass
+                finally:
+                    os.close(fout)
+            finally:
+                os.close(fin)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dst)
+        else:
+            os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dst)
+        os.chown(name, st.st_uid, st.st_gid, dir_fd=dst, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dst)  # after chown, which clears setuid bits
 
 
 def _dir_target(root_fd: int, destination: str, strict: bool) -> int:

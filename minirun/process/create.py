@@ -30,14 +30,31 @@ if TYPE_CHECKING:
 
 
 class CreateOptions:
-    __slots__ = ("no_pivot", "pid_file")
+    __slots__ = ("console_fd", "console_socket", "no_pivot", "pid_file", "preserve_fds")
 
-    def __init__(self, pid_file: str = "", no_pivot: bool = False) -> None:
+    def __init__(self, pid_file: str = "", no_pivot: bool = False, console_socket: str = "",
+                 preserve_fds: int = 0, console_fd: int = -1) -> None:
         self.pid_file = pid_file
         self.no_pivot = no_pivot
+        self.console_socket = console_socket  # with process.terminal: where the pty master goes
+        self.preserve_fds = preserve_fds
+        self.console_fd = console_fd  # or a socket fd of the caller's (foreground run), left open
 
 
 def create(store: Store, container_id: str, config: Config, opts: CreateOptions) -> State:
+    console_fd = opts.console_fd
+    if config.process.terminal and opts.console_socket:
+        from minirun.linux.tty import connect_console_socket
+
+        console_fd = connect_console_socket(opts.console_socket)  # before anything exists to undo
+    try:
+        return _create(store, container_id, config, opts, console_fd)
+    finally:
+        if console_fd >= 0 and console_fd != opts.console_fd:
+            os.close(console_fd)  # the init has its own copy
+
+
+def _create(store: Store, container_id: str, config: Config, opts: CreateOptions, console_fd: int) -> State:
     state_dir = store.claim(container_id)
     stage1_pid = init_pid = 0
     chan: Channel | None = None
@@ -51,6 +68,10 @@ def create(store: Store, container_id: str, config: Config, opts: CreateOptions)
         finally:
             os.umask(old_umask)
         fifo_fd = os.open(fifo_path, os.O_PATH | os.O_CLOEXEC)
+        if os.environ.get("NOTIFY_SOCKET"):
+            from minirun import notify
+
+            notify.prepare(config, state_dir)  # sd_notify is relayed through the state directory
         bind_trees = userns.prepare_bind_trees(config)  # on the host: see linux/userns.py
         # Orphans of the first child come back to us, so a failed create can reap its init.
         prctl.set_child_subreaper(True)
@@ -58,7 +79,8 @@ def create(store: Store, container_id: str, config: Config, opts: CreateOptions)
         stage1_pid = os.fork()
         if stage1_pid == 0:
             chan.close()
-            init.stage1(child_chan, init.Plan(config, fifo_fd, opts.no_pivot, bind_trees))
+            init.stage1(child_chan, init.Plan(config, fifo_fd, opts.no_pivot, bind_trees,
+                                                   console_fd=console_fd, preserve_fds=opts.preserve_fds))
         child_chan.close()
         os.close(fifo_fd)
         if config.extras.affinity_initial:  # the spec's "before the transition to the container's cgroup"

@@ -25,9 +25,21 @@ import prctl
 
 from minirun import container
 from minirun.errors import WrongState, kernel_error
-from minirun.linux import capabilities, execute, identity, namespaces, rlimits, rootfs, sched, seccomp, syscalls
+from minirun.linux import (
+    capabilities,
+    execute,
+    identity,
+    namespaces,
+    rlimits,
+    rootfs,
+    sched,
+    seccomp,
+    syscalls,
+    tty,
+)
 from minirun.process.create import write_pid_file
 from minirun.process.foreground import FORWARDED, wait_forwarding
+from minirun.process.init import keep_only_preserved_fds, with_listen_fds
 from minirun.process.sync import Channel
 from minirun.spec.model import Process
 from minirun.state import Status, Store
@@ -38,15 +50,18 @@ if TYPE_CHECKING:
 
     from minirun.linux.seccomp import Filter
     from minirun.spec.extras import Extras
+    from minirun.spec.model import Config
+    from minirun.state import State
 
 
 class ExecOptions:
-    __slots__ = ("detach", "ignore_paused", "pid_file", "preserve_fds")
+    __slots__ = ("console_socket", "detach", "ignore_paused", "pid_file", "preserve_fds")
 
     def __init__(self, detach: bool = False, pid_file: str = "", preserve_fds: int = 0,
-                 ignore_paused: bool = False) -> None:
+                 ignore_paused: bool = False, console_socket: str = "") -> None:
         self.detach, self.pid_file = detach, pid_file
         self.preserve_fds, self.ignore_paused = preserve_fds, ignore_paused
+        self.console_socket = console_socket
 
 
 def exec_in(store: Store, container_id: str, process: Process, opts: ExecOptions) -> int:
@@ -69,8 +84,31 @@ def exec_in(store: Store, container_id: str, process: Process, opts: ExecOptions
                          "--ignore-paused)")
     if status not in (Status.RUNNING, Status.PAUSED):
         raise WrongState(f"cannot exec in container `{container_id}`: it is {status}")
+    console_fd = ours = -1
+    if process.terminal:
+        # The entering process makes the pty inside the container and sends the master on console_fd:
+        # to the --console-socket, or (foreground) to us over a socketpair.
+        if opts.console_socket:
+            from minirun.linux.tty import connect_console_socket
+
+            console_fd = connect_console_socket(opts.console_socket)
+        else:
+            import socket
+
+            ours, console_fd = (s.detach() for s in socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM))
+    try:
+        return _exec(store, container_id, process, opts, state, status, config, seccomp_filter, console_fd, ours)
+    finally:
+        if ours >= 0:
+            os.close(ours)
+
+
+def _exec(store: Store, container_id: str, process: Process, opts: ExecOptions, state: State, status: str,
+          config: Config, seccomp_filter: Filter | None, console_fd: int, ours: int) -> int:
     joined = _open_namespaces(state.pid)
     fds = [fd for _, fd in joined]
+    if console_fd >= 0:
+        fds.insert(0, console_fd)  # closed with the others once the child has its copy
     try:
         root_fd = os.open(f"/proc/{state.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
@@ -88,7 +126,7 @@ def exec_in(store: Store, container_id: str, process: Process, opts: ExecOptions
         if stage1_pid == 0:
             chan.close()
             _stage1(child_chan, joined, root_fd, fds[-1], Entry(process, config.extras, seccomp_filter,
-                                                                 opts.preserve_fds))
+                                                                 opts.preserve_fds, console_fd))
         child_chan.close()
         for fd in fds:
             os.close(fd)
@@ -117,6 +155,12 @@ def exec_in(store: Store, container_id: str, process: Process, opts: ExecOptions
         write_pid_file(opts.pid_file, pid)
     if opts.detach:
         return 0
+    if ours >= 0:
+        from minirun.linux.tty import receive_master
+        from minirun.process.console import wait_with_terminal
+
+        master = receive_master(os.dup(ours))
+        return wait_with_terminal(pid, master)
     return wait_forwarding(pid)
 
 
@@ -145,11 +189,13 @@ def _open_namespaces(init_pid: int) -> list[tuple[str, int]]:
 class Entry:
     """What the entering process applies to itself."""
 
-    __slots__ = ("extras", "preserve_fds", "process", "seccomp_filter")
+    __slots__ = ("console_fd", "extras", "preserve_fds", "process", "seccomp_filter")
 
-    def __init__(self, process: Process, extras: Extras, seccomp_filter: Filter | None, preserve_fds: int) -> None:
+    def __init__(self, process: Process, extras: Extras, seccomp_filter: Filter | None, preserve_fds: int,
+                 console_fd: int = -1) -> None:
         self.process, self.extras, self.seccomp_filter = process, extras, seccomp_filter
         self.preserve_fds = preserve_fds
+        self.console_fd = console_fd  # with process.terminal: where the pty master is sent
 
 
 def _lsm_enabled() -> bool:
@@ -185,19 +231,17 @@ def _enter(chan: Channel, root_fd: int, trampoline_fd: int, entry: Entry) -> NoR
         os.fchdir(root_fd)
         os.chroot(".")
         os.close(root_fd)
+        if entry.console_fd >= 0:  # the container's devpts, seen through its mount namespace and root
+            tty.setup_terminal(entry.console_fd, process.console_size, process.user.uid)
         rlimits.apply(process.rlimits)
         # As in the init (process/init.py): set while CAP_SYS_NICE and CAP_SYS_ADMIN are still ours.
         sched.set_scheduler(extras.scheduler)
         sched.set_io_priority(extras.io_priority)
         sched.set_memory_policy(extras.memory_policy)
-        env = _with_listen_fds(process.env, preserve_fds)
+        env = with_listen_fds(process.env, preserve_fds)
         if not any(e.startswith("HOME=") for e in env):
             env.append(f"HOME={identity.home_of(process.user.uid)}")
-        # Fds 3..3+N-1 are the caller's to pass on (socket activation); nothing else may follow us in.
-        syscalls.close_range_cloexec(3 + preserve_fds)
-        for fd in range(3, 3 + preserve_fds):
-            with contextlib.suppress(OSError):
-                os.set_inheritable(fd, True)
+        keep_only_preserved_fds(preserve_fds)  # nothing else may follow us in
         if flt is not None and not process.no_new_privileges:
             seccomp.load(flt)  # needs CAP_SYS_ADMIN without no_new_privs: before the drop, as the init does
         caps = process.capabilities
@@ -218,11 +262,3 @@ def _enter(chan: Channel, root_fd: int, trampoline_fd: int, entry: Entry) -> NoR
     except BaseException as e:
         chan.report(e)
     os._exit(255)
-
-
-def _with_listen_fds(env: list[str], preserve_fds: int) -> list[str]:
-    """sd_listen_fds(3): the preserved fds are announced to the process (its pid is ours: we exec)."""
-    if preserve_fds <= 0:
-        return list(env)
-    kept = [e for e in env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
-    return [*kept, f"LISTEN_FDS={preserve_fds}", f"LISTEN_PID={os.getpid()}"]

@@ -22,9 +22,44 @@ def run(store: Store, container_id: str, config: Config, opts: CreateOptions, de
         return 0
     # Blocked before forking so that none is lost; the children unblock them before exec.
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED | {signal.SIGCHLD})
+    if config.process.terminal:
+        return _run_with_terminal(store, container_id, config, opts, keep)
     state = create(store, container_id, config, opts)
     _start_or_delete(store, container_id)
     status = wait_forwarding(state.pid)
+    if not keep:
+        container.delete(store, container_id, force=True)
+    return status
+
+
+def _run_with_terminal(store: Store, container_id: str, config: Config, opts: CreateOptions, keep: bool) -> int:
+    """The init sends its pty master over a socketpair of ours (instead of a --console-socket)."""
+    import socket
+
+    from minirun.linux.tty import receive_master
+    from minirun.process.console import wait_with_terminal
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        opts.console_fd = theirs.fileno()
+        state = create(store, container_id, config, opts)
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    try:
+        master = receive_master(ours.detach())
+    except BaseException:
+        with contextlib.suppress(Exception):
+            container.delete(store, container_id, force=True)
+        raise
+    try:
+        _start_or_delete(store, container_id)
+    except BaseException:
+        os.close(master)
+        raise
+    status = wait_with_terminal(state.pid, master)
     if not keep:
         container.delete(store, container_id, force=True)
     return status
@@ -43,7 +78,7 @@ def wait_forwarding(pid: int) -> int:
     """Forward signals to `pid` until it exits; reap every orphan that reaches us as subreaper."""
     waited = FORWARDED | {signal.SIGCHLD}
     while True:
-        status = _reap(pid)
+        status = reap(pid)
         if status is not None:
             return status
         info = signal.sigwaitinfo(waited)
@@ -52,7 +87,7 @@ def wait_forwarding(pid: int) -> int:
                 os.kill(pid, info.si_signo)
 
 
-def _reap(pid: int) -> int | None:
+def reap(pid: int) -> int | None:
     """Reap every exited child; the exit status of `pid` (128+N for signal N) if it was among them."""
     result = None
     while True:

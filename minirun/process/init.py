@@ -36,6 +36,7 @@ from minirun.linux import (
     syscalls,
     sysctl,
     timens,
+    tty,
     userns,
 )
 from minirun.linux.paths import mkdir_all
@@ -50,15 +51,17 @@ if TYPE_CHECKING:
 class Plan:
     """What the child side needs from the parent."""
 
-    __slots__ = ("bind_trees", "config", "fifo_fd", "no_pivot")
+    __slots__ = ("bind_trees", "config", "console_fd", "fifo_fd", "no_pivot", "preserve_fds")
 
     def __init__(self, config: Config, fifo_fd: int, no_pivot: bool,
-                 bind_trees: dict[int, int] | None = None) -> None:
+                 bind_trees: dict[int, int] | None = None, console_fd: int = -1, preserve_fds: int = 0) -> None:
         self.config = config
         self.fifo_fd = fifo_fd  # O_PATH fd of the exec fifo, reopened for writing after pivot_root
         self.no_pivot = no_pivot
         # index in config.mounts -> fd of a detached bind source the runtime made (linux/userns.py)
         self.bind_trees = bind_trees or {}
+        self.console_fd = console_fd  # with process.terminal: the socket the pty master is sent on
+        self.preserve_fds = preserve_fds  # fds 3..3+N-1 go on to the process (--preserve-fds)
 
 
 def stage1(chan: Channel, plan: Plan) -> NoReturn:
@@ -148,6 +151,8 @@ def _init(chan: Channel, plan: Plan) -> NoReturn:
     else:
         rootfs.pivot(config.root_path)
     rootfs.finish_root(config)
+    if plan.console_fd >= 0:  # from the container's devpts, now mounted at /dev/pts
+        tty.setup_terminal(plan.console_fd, process.console_size, process.user.uid)
 
     # Privileges: limits first (raising them needs CAP_SYS_RESOURCE), capabilities last.
     rlimits.apply(process.rlimits)
@@ -155,8 +160,8 @@ def _init(chan: Channel, plan: Plan) -> NoReturn:
     sched.set_scheduler(extras.scheduler)
     sched.set_io_priority(extras.io_priority)
     sched.set_memory_policy(extras.memory_policy)
-    env = _with_home(process.env, process.user.uid)
-    syscalls.close_range_cloexec(3)  # no host fd reaches the container, whatever we inherited
+    env = with_listen_fds(_with_home(process.env, process.user.uid), plan.preserve_fds)
+    keep_only_preserved_fds(plan.preserve_fds)  # no other host fd reaches the container
     if seccomp_at == "privileged":
         _load_seccomp(chan, seccomp_filter)
     caps = process.capabilities
@@ -249,3 +254,20 @@ def _with_home(env: list[str], uid: int) -> list[str]:
     if any(e.startswith("HOME=") for e in env):
         return env
     return [*env, f"HOME={identity.home_of(uid)}"]
+
+
+def with_listen_fds(env: list[str], preserve_fds: int) -> list[str]:
+    """sd_listen_fds(3): the preserved fds are announced to the process (its pid is ours: we exec)."""
+    if preserve_fds <= 0:
+        return list(env)
+    kept = [e for e in env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
+    return [*kept, f"LISTEN_FDS={preserve_fds}", f"LISTEN_PID={os.getpid()}"]
+
+
+def keep_only_preserved_fds(preserve_fds: int) -> None:
+    """Fds 3..3+N-1 are the caller's to pass on (socket activation); every other one closes on exec.
+
+    Those in the range are left as they are: one the caller really passed came through its exec of
+    minirun, so it is not close-on-exec; one minirun opened itself in a gap of the range (N larger than
+    what was passed) is close-on-exec, as Python opens everything, and must not reach the container."""
+    syscalls.close_range_cloexec(3 + max(preserve_fds, 0))

@@ -104,7 +104,15 @@ def _process(p: Field) -> Process:
         rlimits=[_rlimit(r) for r in rlimits.items()] if rlimits else [],
         no_new_privileges=p.opt_bool("noNewPrivileges"),
         oom_score_adj=p.opt_int("oomScoreAdj", -1000, 1000),
+        console_size=_console_size(p.get("consoleSize")),
     )
+
+
+def _console_size(c: Field | None) -> tuple[int, int] | None:
+    if c is None:
+        return None
+    c.obj()
+    return c.need("height").integer(0, 65535), c.need("width").integer(0, 65535)
 
 
 def _user(u: Field) -> User:
@@ -189,10 +197,23 @@ def _device(d: Field) -> Device:
         type=d.need("type").string(),
         major=d.opt_int("major", 0, UINT32_MAX) or 0,
         minor=d.opt_int("minor", 0, UINT32_MAX) or 0,
-        file_mode=d.opt_int("fileMode", 0, 0o7777),
+        file_mode=_device_mode(d),
         uid=d.opt_int("uid", 0, UINT32_MAX - 1),
         gid=d.opt_int("gid", 0, UINT32_MAX - 1),
     )
+
+
+def _device_mode(d: Field) -> int | None:
+    """Podman sends the whole st_mode of the host's node (0o20666): type bits are accepted when they
+    match `type`, and dropped."""
+    mode = d.opt_int("fileMode", 0, 0o177777)
+    if mode is None or mode <= 0o7777:
+        return mode
+    kind = d.need("type").string()
+    want = {"c": 0o020000, "u": 0o020000, "b": 0o060000, "p": 0o010000}.get(kind)
+    if mode & 0o170000 != want:
+        raise d.need("fileMode").fail(f"{mode:#o} has file type bits that do not match type {kind!r}")
+    return mode & 0o7777
 
 
 def parse_process(data: Any, where: str) -> Process:

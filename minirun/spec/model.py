@@ -45,13 +45,14 @@ class Rlimit:
 
 
 class Process:
-    __slots__ = ("args", "capabilities", "cwd", "env", "no_new_privileges", "oom_score_adj", "rlimits",
-                 "terminal", "user")
+    __slots__ = ("args", "capabilities", "console_size", "cwd", "env", "no_new_privileges", "oom_score_adj",
+                 "rlimits", "terminal", "user")
 
     def __init__(self, args: list[str], cwd: str, env: list[str], terminal: bool, user: User,
                  capabilities: Capabilities | None, rlimits: list[Rlimit], no_new_privileges: bool,
-                 oom_score_adj: int | None) -> None:
+                 oom_score_adj: int | None, console_size: tuple[int, int] | None = None) -> None:
         self.args, self.cwd, self.env, self.terminal, self.user = args, cwd, env, terminal, user
+        self.console_size = console_size  # (height, width) of the pty, with terminal
         # None means "not given": the process keeps the capabilities it has (runc does the same).
         self.capabilities = capabilities
         self.rlimits = rlimits

@@ -151,7 +151,8 @@ def test_exec_forwards_signals(runtime: Runtime, box: dict[str, Any]) -> None:
 def test_unknown_container_and_bad_flags_are_refused(runtime: Runtime, box: dict[str, Any]) -> None:
     for args, words in ((("nope", "true"), "nope"), (("-u", "root", "box", "true"), "--user"),
                         (("-e", "NOEQUALS", "box", "true"), "--env"),
-                        (("--cap", "CAP_NOPE", "box", "true"), "CAP_NOPE"), (("-t", "box", "true"), "terminal")):
+                        (("--cap", "CAP_NOPE", "box", "true"), "CAP_NOPE"),
+                        (("-d", "-t", "box", "true"), "console-socket")):
         result = runtime.cmd("exec", *args)
         assert result.returncode != 0 and words in result.stderr and len(result.stderr.splitlines()) == 1, result
     assert runtime.status("box") == "running"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MINIRUN, ROOTFS, Runtime, alive, poll
+from tests.conftest import MINIRUN, ROOTFS, Result, Runtime, alive, poll
 
 ANNOTATIONS = {"org.example.purpose": "lifecycle-test", "org.example.n": "1"}
 
@@ -334,7 +334,12 @@ def test_kill_of_a_stopped_container_fails(runtime: Runtime, host_unchanged: Non
     assert runtime.cmd("delete", "ended").returncode == 0
 
 
-@pytest.mark.parametrize("verb", [("state",), ("kill",), ("start",), ("delete",), ("delete", "--force")])
+def test_delete_force_of_an_unknown_id_succeeds_quietly(runtime: Runtime, host_unchanged: None) -> None:
+    """As runc: engines force-delete after a failed create to be sure nothing is left."""
+    assert runtime.cmd("delete", "--force", "no-such-container") == Result(0, "", "")
+
+
+@pytest.mark.parametrize("verb", [("state",), ("kill",), ("start",), ("delete",)])
 def test_verbs_on_an_unknown_id_fail_naming_it(
         runtime: Runtime, host_unchanged: None, verb: tuple[str, ...]) -> None:
     result = runtime.cmd(*verb, "no-such-container")

@@ -54,7 +54,7 @@ def test_each_mount_option_is_an_option_not_mount_data(option: str) -> None:
 
 def test_mount_options_cover_the_table() -> None:
     assert set(FEATURES["mountOptions"]) == {
-        *mountopts.FLAG_OPTIONS, *mountopts.PROPAGATION_OPTIONS, *mountopts.BIND_OPTIONS}
+        *mountopts.FLAG_OPTIONS, *mountopts.PROPAGATION_OPTIONS, *mountopts.BIND_OPTIONS, *mountopts.EXTENSION_OPTIONS}
 
 
 MAPPINGS: dict[str, Any] = {"uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
