@@ -109,6 +109,18 @@ class Runtime:
             err.seek(0)
             return Result(proc.returncode, out.read(), err.read())
 
+    def with_pipe_as_fd3(self, *args: str) -> Result:
+        """A minirun command run with a pipe as its fd 3 and, close_fds off, every fd pytest holds: for
+        --preserve-fds, where fd 3 must reach the container and none of the others may."""
+        r, w = os.pipe()
+        try:
+            proc = subprocess.run([str(MINIRUN), "--root", str(self.root), *args], capture_output=True, text=True,
+                                  timeout=30, close_fds=False, preexec_fn=lambda: os.dup2(r, 3))
+        finally:
+            os.close(r)
+            os.close(w)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
     def shell_config(self, script: str, outdir: Path | None = None) -> dict[str, Any]:
         """This runtime's config running `sh -c script`; `outdir` bind-mounted read-write at /mnt."""
         config = copy.deepcopy(self.config)

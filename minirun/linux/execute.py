@@ -8,10 +8,14 @@ import os
 import stat
 
 from minirun.errors import ExecNotFound, ExecNotPermitted, KernelError
+from minirun.linux import syscalls
+from minirun.linux.identity import home_of
 
 TYPE_CHECKING = False  # importing typing costs start-up time; only the type checker needs it
 if TYPE_CHECKING:
     from typing import NoReturn
+
+    from minirun.spec.model import Process
 
 TRAMPOLINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "libexec", "minirun-exec")
 TRAMPOLINE_MAGIC = "minirun-exec-trampoline"
@@ -76,3 +80,29 @@ def exec_container(trampoline_fd: int, path: str, args: list[str], env: list[str
 def _split(entry: str) -> tuple[str, str]:
     key, _, value = entry.partition("=")
     return key, value
+
+
+def process_env(process: Process, preserve_fds: int) -> list[str]:
+    """The process's environment: HOME from the container's /etc/passwd when not set (read after the
+    root is the container's), and LISTEN_FDS/LISTEN_PID for preserved fds."""
+    env = list(process.env)
+    if not any(e.startswith("HOME=") for e in env):
+        env.append(f"HOME={home_of(process.user.uid)}")
+    return with_listen_fds(env, preserve_fds)
+
+
+def with_listen_fds(env: list[str], preserve_fds: int) -> list[str]:
+    """sd_listen_fds(3): the preserved fds are announced to the process (its pid is ours: we exec)."""
+    if preserve_fds <= 0:
+        return list(env)
+    kept = [e for e in env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
+    return [*kept, f"LISTEN_FDS={preserve_fds}", f"LISTEN_PID={os.getpid()}"]
+
+
+def keep_only_preserved_fds(preserve_fds: int) -> None:
+    """Fds 3..3+N-1 are the caller's to pass on (socket activation); every other one closes on exec.
+
+    Those in the range are left as they are: one the caller really passed came through its exec of
+    minirun, so it is not close-on-exec; one minirun opened itself in a gap of the range (N larger than
+    what was passed) is close-on-exec, as Python opens everything, and must not reach the container."""
+    syscalls.close_range_cloexec(3 + max(preserve_fds, 0))

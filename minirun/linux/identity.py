@@ -7,9 +7,23 @@ import os
 import prctl
 
 from minirun.errors import kernel_error
-from minirun.spec.model import User
+from minirun.linux import capabilities
+from minirun.spec.model import Process, User
 
 DEFAULT_UMASK = 0o022
+
+
+def drop_privileges(process: Process) -> None:
+    """Bounding set, ids, then the other capability sets and no_new_privs, in the order the kernel needs:
+    dropping from the bounding set takes CAP_SETPCAP, which switching user may take away."""
+    caps = process.capabilities
+    if caps is not None:
+        capabilities.drop_bounding(capabilities.mask(caps.bounding, "bounding"))
+    switch_user(process.user)
+    if caps is not None:
+        capabilities.apply_sets(caps)
+    if process.no_new_privileges:
+        prctl.set_no_new_privs(True)
 
 
 def switch_user(user: User) -> None:

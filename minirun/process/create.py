@@ -42,6 +42,9 @@ class CreateOptions:
 
 
 def create(store: Store, container_id: str, config: Config, opts: CreateOptions) -> State:
+    from minirun.linux import lsm
+
+    lsm.check_host(config.extras)  # a host check: before anything exists that would need undoing
     console_fd = opts.console_fd
     if config.process.terminal and opts.console_socket:
         from minirun.linux.tty import connect_console_socket

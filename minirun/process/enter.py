@@ -26,7 +26,6 @@ import prctl
 from minirun import container
 from minirun.errors import WrongState, kernel_error
 from minirun.linux import (
-    capabilities,
     execute,
     identity,
     namespaces,
@@ -39,7 +38,6 @@ from minirun.linux import (
 )
 from minirun.process.create import write_pid_file
 from minirun.process.foreground import FORWARDED, wait_forwarding
-from minirun.process.init import keep_only_preserved_fds, with_listen_fds
 from minirun.process.sync import Channel
 from minirun.spec.model import Process
 from minirun.state import Status, Store
@@ -238,20 +236,11 @@ def _enter(chan: Channel, root_fd: int, trampoline_fd: int, entry: Entry) -> NoR
         sched.set_scheduler(extras.scheduler)
         sched.set_io_priority(extras.io_priority)
         sched.set_memory_policy(extras.memory_policy)
-        env = with_listen_fds(process.env, preserve_fds)
-        if not any(e.startswith("HOME=") for e in env):
-            env.append(f"HOME={identity.home_of(process.user.uid)}")
-        keep_only_preserved_fds(preserve_fds)  # nothing else may follow us in
+        env = execute.process_env(process, preserve_fds)
+        execute.keep_only_preserved_fds(preserve_fds)  # nothing else may follow us in
         if flt is not None and not process.no_new_privileges:
             seccomp.load(flt)  # needs CAP_SYS_ADMIN without no_new_privs: before the drop, as the init does
-        caps = process.capabilities
-        if caps is not None:
-            capabilities.drop_bounding(capabilities.mask(caps.bounding, "bounding"))
-        identity.switch_user(process.user)
-        if caps is not None:
-            capabilities.apply_sets(caps)
-        if process.no_new_privileges:
-            prctl.set_no_new_privs(True)
+        identity.drop_privileges(process)
         rootfs.chdir_cwd(process.cwd)  # inside the root we are chrooted to: `..` cannot climb out
         path = execute.find_executable(process.args[0], env)
         sched.set_affinity(extras.affinity_final, "process.execCPUAffinity.final")

@@ -23,7 +23,6 @@ import prctl
 from minirun import hooks
 from minirun.errors import MinirunError, kernel_error
 from minirun.linux import (
-    capabilities,
     devices,
     execute,
     identity,
@@ -69,7 +68,6 @@ def stage1(chan: Channel, plan: Plan) -> NoReturn:
         _reset_signals()
         prctl.set_dumpable(False)  # before any setns: nothing in the container may ptrace us
         prctl.set_pdeathsig(signal.SIGKILL)  # the runtime died mid-create: do not linger
-        lsm.check_host(plan.config.extras)
         ns = plan.config.linux.namespaces
         namespaces.join(namespaces.open_joined(ns))  # a user namespace given by path first of all
         # The cgroup namespace is made by the init once it is in its cgroup (see _enter_cgroup).
@@ -160,18 +158,11 @@ def _init(chan: Channel, plan: Plan) -> NoReturn:
     sched.set_scheduler(extras.scheduler)
     sched.set_io_priority(extras.io_priority)
     sched.set_memory_policy(extras.memory_policy)
-    env = with_listen_fds(_with_home(process.env, process.user.uid), plan.preserve_fds)
-    keep_only_preserved_fds(plan.preserve_fds)  # no other host fd reaches the container
+    env = execute.process_env(process, plan.preserve_fds)
+    execute.keep_only_preserved_fds(plan.preserve_fds)  # no other host fd reaches the container
     if seccomp_at == "privileged":
         _load_seccomp(chan, seccomp_filter)
-    caps = process.capabilities
-    if caps is not None:
-        capabilities.drop_bounding(capabilities.mask(caps.bounding, "bounding"))
-    identity.switch_user(process.user)
-    if caps is not None:
-        capabilities.apply_sets(caps)
-    if process.no_new_privileges:
-        prctl.set_no_new_privs(True)
+    identity.drop_privileges(process)
     rootfs.chdir_cwd(process.cwd)
     path = execute.find_executable(process.args[0], env)
     if seccomp_at == "created":
@@ -248,26 +239,3 @@ def _sethostname(name: str) -> None:
         socket.sethostname(name)
     except OSError as e:
         raise kernel_error(f"sethostname `{name}`", e) from None
-
-
-def _with_home(env: list[str], uid: int) -> list[str]:
-    if any(e.startswith("HOME=") for e in env):
-        return env
-    return [*env, f"HOME={identity.home_of(uid)}"]
-
-
-def with_listen_fds(env: list[str], preserve_fds: int) -> list[str]:
-    """sd_listen_fds(3): the preserved fds are announced to the process (its pid is ours: we exec)."""
-    if preserve_fds <= 0:
-        return list(env)
-    kept = [e for e in env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
-    return [*kept, f"LISTEN_FDS={preserve_fds}", f"LISTEN_PID={os.getpid()}"]
-
-
-def keep_only_preserved_fds(preserve_fds: int) -> None:
-    """Fds 3..3+N-1 are the caller's to pass on (socket activation); every other one closes on exec.
-
-    Those in the range are left as they are: one the caller really passed came through its exec of
-    minirun, so it is not close-on-exec; one minirun opened itself in a gap of the range (N larger than
-    what was passed) is close-on-exec, as Python opens everything, and must not reach the container."""
-    syscalls.close_range_cloexec(3 + max(preserve_fds, 0))

@@ -104,16 +104,7 @@ def test_exec_detached_writes_the_pid_file(runtime: Runtime, box: dict[str, Any]
 
 
 def test_preserve_fds_passes_fds_and_sets_listen_fds(runtime: Runtime, box: dict[str, Any]) -> None:
-    r, w = os.pipe()
-    try:
-        # minirun gets the pipe as its fd 3 (and, with close_fds off, every fd pytest holds: none of
-        # those may reach the container).
-        proc = subprocess.run([str(MINIRUN), "--root", str(runtime.root), "exec", "--preserve-fds", "1", "box",
-                               "/usr/bin/probe", "facts"], capture_output=True, text=True, timeout=30,
-                              close_fds=False, preexec_fn=lambda: os.dup2(r, 3))
-    finally:
-        os.close(r)
-        os.close(w)
+    proc = runtime.with_pipe_as_fd3("exec", "--preserve-fds", "1", "box", "/usr/bin/probe", "facts")
     assert proc.returncode == 0, proc.stderr
     facts = json.loads(proc.stdout)
     assert sorted(facts["fds"]) == ["0", "1", "2", "3"] and facts["fds"]["3"].startswith("pipe:")

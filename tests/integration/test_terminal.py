@@ -262,14 +262,7 @@ def test_preserve_fds_on_run(runtime: Runtime, host_unchanged: None) -> None:
     config = copy.deepcopy(runtime.config)
     config["process"]["args"] = ["/usr/bin/probe", "facts"]
     bundle = runtime.bundle(config)
-    r, w = os.pipe()
-    try:
-        proc = subprocess.run([str(MINIRUN), "--root", str(runtime.root), "run", "--preserve-fds", "1",
-                               "--bundle", str(bundle), cid("fds")], capture_output=True, text=True,
-                              timeout=30, close_fds=False, preexec_fn=lambda: os.dup2(r, 3))
-    finally:
-        os.close(r)
-        os.close(w)
+    proc = runtime.with_pipe_as_fd3("run", "--preserve-fds", "1", "--bundle", str(bundle), cid("fds"))
     assert proc.returncode == 0, proc.stderr
     facts = json.loads(proc.stdout)
     assert sorted(facts["fds"]) == ["0", "1", "2", "3"] and facts["fds"]["3"].startswith("pipe:")
